@@ -1,0 +1,29 @@
+"""rewardtune: RLHF with PPO on Hugging Face language models.
+
+Train toward a reward, stay close to the reference with a KL penalty, measure what changed.
+
+Example (the offline default recipe, shortened; runs on a CPU)::
+
+    from rewardtune import PPOTrainer, load_config
+
+    config = load_config("smollm2-detox", ["ppo.steps=2", "ppo.batch_size=4", "ppo.mini_batch_size=2"])
+    trainer = PPOTrainer(config)
+    history = trainer.train()          # or the classic loop below
+    print(history[-1]["env/reward_mean"])
+
+The classic loop of TRL's old ``PPOTrainer`` ports by changing imports::
+
+    for batch in trainer.dataloader:
+        responses = trainer.generate(batch["input_ids"])
+        scores = reward(batch["query"], trainer.decode(responses))
+        stats = trainer.step(batch["input_ids"], responses, scores)
+        trainer.log_stats(stats, batch, scores)
+"""
+
+from rewardtune.config import Config, load_config
+from rewardtune.ppo.trainer import PPOTrainer
+from rewardtune.rewards import Reward, build_reward
+from rewardtune.types import RewardtuneError
+
+__all__ = ["Config", "PPOTrainer", "Reward", "RewardtuneError", "build_reward", "load_config"]
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`python -m rewardtune` (and `accelerate launch -m rewardtune train ...`)."""
+
+from rewardtune.cli import main
+
+main()

@@ -1,0 +1,312 @@
+"""The `rewardtune` command: train, evaluate, report, generate, merge, recipes, config.
+
+Every user mistake ends as one line on stderr and exit code 2 (RewardtuneError).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rewardtune.types import RewardtuneError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="RLHF with PPO on Hugging Face language models.",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: --set ppo.learning_rate=3e-5 (repeatable)."),
+]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@app.command()
+def recipes() -> None:
+    """List the shipped recipes."""
+    from rewardtune.config import DEFAULT_RECIPE, load_config, shipped_recipes
+
+    for name in sorted(shipped_recipes()):
+        cfg = load_config(name)
+        default = "  (default)" if name == DEFAULT_RECIPE else ""
+        rewards = ", ".join(r.type for r in cfg.reward)
+        print(f"{name:34s} model={cfg.model.name}  reward={rewards}{default}")
+
+
+@app.command()
+def config(
+    recipe: Annotated[str | None, typer.Argument(help="Shipped recipe name or YAML path.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Print the resolved config of a recipe as YAML."""
+    from rewardtune.config import load_config
+
+    print(load_config(recipe, set_).to_yaml(), end="")
+
+
+@app.command()
+def train(
+    recipe: Annotated[str | None, typer.Argument(help="Shipped recipe name or YAML path (default: smollm2-detox).")] = None,
+    set_: SetOption = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: run.dir of the recipe).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue this run from its newest checkpoint.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+) -> None:
+    """Train a policy with PPO, then evaluate it and write the report."""
+    from rewardtune.config import load_config
+    from rewardtune.ppo.trainer import Interrupted, PPOTrainer
+    from rewardtune.runs import RunDir, resolve_run_dir
+
+    _quiet_libraries()
+    if resume is not None:
+        run = RunDir.open_existing(resume)
+        cfg = load_config(str(run.config_file), set_)
+        checkpoint = run.checkpoint()
+        path = run.path
+    else:
+        cfg = load_config(recipe, set_)
+        path = run_dir or resolve_run_dir(cfg.run.dir, cfg.recipe)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise RewardtuneError(
+                f"run directory {path} already exists; add --resume {path} to continue it or "
+                "--overwrite to start over"
+            )
+    accelerator = _accelerator(cfg, path)
+    trainer = PPOTrainer(cfg, accelerator=accelerator)
+    if accelerator.is_main_process:
+        trainer.run = run if resume is not None else RunDir.create(path, cfg.to_yaml(), overwrite)
+    accelerator.wait_for_everyone()
+    if resume is not None:
+        trainer.load_checkpoint(checkpoint)
+        if trainer.run is not None:
+            trainer.run.truncate_logs(trainer.step_count)
+        _say(accelerator, f"resuming {path} from {checkpoint.name}")
+    _print_header(trainer, path)
+    if accelerator.trackers == [] and cfg.run.trackers != ["jsonl"]:
+        pass
+    started = time.time()
+    try:
+        with _progress(accelerator, cfg.ppo.steps, trainer.step_count) as update:
+            trainer.train(progress=update)
+    except Interrupted:
+        _say(accelerator, f"interrupted: checkpoint saved at step {trainer.step_count}. Resume with:\n"
+             f"  rewardtune train --resume {path}")
+        accelerator.end_training()
+        raise typer.Exit(130) from None
+    _say(accelerator, f"trained {cfg.ppo.steps} steps in {time.time() - started:.0f}s -> {path / 'final'}")
+    accelerator.end_training()
+    if cfg.eval.enabled:
+        _evaluate_and_report(trainer, path)
+
+
+def _accelerator(cfg, path: Path):
+    import torch
+    from accelerate import Accelerator
+
+    trackers = [t for t in cfg.run.trackers if t != "jsonl"]
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        log_with=trackers or None,
+        project_dir=str(path),
+    )
+    if trackers:
+        flat = {k: v for k, v in _flatten(cfg.model_dump(mode="json")).items() if isinstance(v, int | float | str | bool)}
+        accelerator.init_trackers("rewardtune", config=flat)
+    return accelerator
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _flatten(value, name + ".")
+        else:
+            out[name] = value
+    return out
+
+
+def _say(accelerator, text: str) -> None:
+    if accelerator.is_main_process:
+        console.print(text, highlight=False)
+
+
+def _print_header(trainer, path: Path) -> None:
+    p = trainer.parameters
+    lm_kind = "LoRA" if trainer.policy.module.has_adapter else "full"
+    _say(
+        trainer.accelerator,
+        f"[bold]rewardtune[/] {trainer.config.recipe}: model {trainer.config.model.name} "
+        f"({'seq2seq' if trainer.policy.seq2seq else 'causal'}), run dir {path}\n"
+        f"trainable {lm_kind} parameters: {p['trainable_lm']:,} | value head: {p['value_head']:,} | "
+        f"all: {p['total']:,} ({100 * (p['trainable_lm'] + p['value_head']) / p['total']:.2f}% trainable)\n"
+        f"prompts: {len(trainer.train_prompts)} train, {len(trainer.eval_prompts)} eval; "
+        f"{trainer.config.ppo.steps} steps of {trainer.config.ppo.batch_size}",
+    )
+
+
+class _progress:
+    """A live bar: step, reward mean, KL, seconds per step (rank 0 only)."""
+
+    def __init__(self, accelerator, total: int, start: int):
+        self.enabled = accelerator.is_main_process
+        self.total, self.start = total, start
+        self.bar = Progress(
+            TextColumn("[bold]PPO"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.enabled,
+        )
+        self.last = time.perf_counter()
+
+    def __enter__(self):
+        self.bar.start()
+        self.task = self.bar.add_task("ppo", total=self.total, completed=self.start, info="")
+        return self.update
+
+    def update(self, step: int, stats: dict) -> None:
+        now = time.perf_counter()
+        info = (
+            f"reward {stats['env/reward_mean']:+.3f}  kl {stats['objective/kl']:.3f}  "
+            f"{now - self.last:.1f}s/step"
+        )
+        self.last = now
+        self.bar.update(self.task, completed=step, info=info)
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+        return False
+
+
+def _evaluate_and_report(trainer, path: Path) -> None:
+    from rewardtune.evaluate import evaluate_run, print_summary
+    from rewardtune.report import write_report
+
+    summary = evaluate_run(path, trainer=trainer)
+    if trainer.accelerator.is_main_process:
+        print_summary(summary, console)
+        html, md = write_report(path)
+        console.print(f"report: {html}  {md}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    prompts: Annotated[int | None, typer.Option(help="How many held-out prompts (default: eval.prompts).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Evaluate checkpoints/step-N instead of final/.")] = None,
+    prompt_file: Annotated[Path | None, typer.Option(help="Evaluate on these prompts (one per line, or jsonl).")] = None,
+) -> None:
+    """Before/after evaluation of a run on held-out prompts, with bootstrap CIs."""
+    from rewardtune.evaluate import evaluate_run, print_summary
+
+    _quiet_libraries()
+    summary = evaluate_run(run_dir, n_prompts=prompts, checkpoint=checkpoint, prompt_file=prompt_file)
+    print_summary(summary, console)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Write report.html (self-contained) and report.md for a run."""
+    from rewardtune.report import write_report
+    from rewardtune.runs import RunDir
+
+    RunDir.open_existing(run_dir)
+    html, md = write_report(run_dir)
+    console.print(f"report: {html}  {md}")
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="A base model, a run directory, its final/ or a checkpoint.")],
+    prompt: Annotated[str | None, typer.Option(help="One prompt.")] = None,
+    prompt_file: Annotated[Path | None, typer.Option(help="Prompts, one per line.")] = None,
+    chat: Annotated[bool, typer.Option(help="Apply the tokenizer's chat template.")] = False,
+    n: Annotated[int, typer.Option(help="Samples per prompt.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 48,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Sample from a model, streaming tokens to the terminal."""
+    from rewardtune.inference import generate_stream, resolve_model_path
+
+    _quiet_libraries()
+    prompts = _read_prompts(prompt, prompt_file)
+    if n < 1 or max_new_tokens < 1:
+        raise RewardtuneError("--n and --max-new-tokens must be at least 1")
+    generate_stream(resolve_model_path(model), prompts, chat, n, max_new_tokens, seed, sys.stdout)
+
+
+def _read_prompts(prompt: str | None, prompt_file: Path | None) -> list[str]:
+    if (prompt is None) == (prompt_file is None):
+        raise RewardtuneError("give exactly one of --prompt TEXT or --prompt-file FILE")
+    if prompt is not None:
+        return [prompt]
+    if not prompt_file.is_file():
+        raise RewardtuneError(f"--prompt-file {prompt_file} does not exist")
+    prompts = [line for line in prompt_file.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise RewardtuneError(f"--prompt-file {prompt_file} has no prompts (one per line)")
+    return prompts
+
+
+@app.command()
+def merge(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or its final/).")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the merged model.")],
+) -> None:
+    """Merge the LoRA adapter into the base weights: a plain transformers model folder."""
+    from rewardtune.inference import merge_run
+
+    _quiet_libraries()
+    merge_run(run_dir, out_dir)
+    console.print(f"merged model written to {out_dir}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except RewardtuneError as err:
+        console.print(f"error: {err}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.BadParameter, typer.Abort) as err:
+        console.print(f"error: {err}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        sys.exit(130)
+    except Exception as err:
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            console.print(f"error: {err.format_message()}", highlight=False, markup=False, soft_wrap=True)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""Typed, validated configuration: YAML recipes, `--set a.b=c` overrides, one error line.
+
+Validated once here, at the edge; everything below receives these objects and trusts them.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rewardtune.types import RewardtuneError
+
+DEFAULT_RECIPE = "smollm2-detox"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- model ---------------------------------------------------------------------------
+
+
+class LoraConfig(Section):
+    r: int = Field(16, gt=0)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["auto"] = "auto"
+
+
+class ModelConfig(Section):
+    name: str = "smollm2-135m-instruct"
+    kind: Literal["auto", "causal", "seq2seq"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    adapter: str | None = None  # an existing LoRA adapter folder, loaded trainable
+    trust_remote_code: bool = False
+    lora: LoraConfig | None = Field(default_factory=LoraConfig)  # null = full fine-tuning
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.quantization != "none" and self.lora is None and self.adapter is None:
+            raise ValueError("quantization needs LoRA (set model.lora) or model.adapter")
+        return self
+
+
+# --- rewards -------------------------------------------------------------------------
+
+
+class RewardBase(Section):
+    weight: float = 1.0
+    input: Literal["prompt+response", "response"] = "prompt+response"
+    retries: int = Field(0, ge=0)
+    name: str | None = None  # shown in stats; defaults to the type (and label)
+
+
+class ClassifierReward(RewardBase):
+    type: Literal["classifier"]
+    model: str
+    label: str
+    output: Literal["logit", "prob", "logprob"] = "logit"
+    batch_size: int = Field(32, gt=0)
+
+
+class ProfanityReward(RewardBase):
+    type: Literal["profanity"]
+    output: Literal["prob", "logit"] = "prob"
+
+
+class VaderReward(RewardBase):
+    type: Literal["vader"]
+
+
+class PythonReward(RewardBase):
+    type: Literal["python"]
+    function: str  # "pkg.module:fn" or "path/to/file.py:fn"
+
+    @model_validator(mode="after")
+    def _check(self) -> PythonReward:
+        if ":" not in self.function:
+            raise ValueError("function must look like 'pkg.module:fn' or 'path/file.py:fn'")
+        return self
+
+
+class HttpReward(RewardBase):
+    type: Literal["http"]
+    url: str
+    timeout_s: float = Field(30.0, gt=0)
+
+
+RewardSpec = Annotated[
+    ClassifierReward | ProfanityReward | VaderReward | PythonReward | HttpReward,
+    Field(discriminator="type"),
+]
+
+
+class ClassifierToxicity(Section):
+    """P(label) under a text classifier, e.g. ``hate`` of the RoBERTa hate-speech model."""
+
+    type: Literal["classifier"]
+    model: str
+    label: str
+    input: Literal["prompt+response", "response"] = "response"
+    batch_size: int = Field(32, gt=0)
+
+
+class ProfanityToxicity(Section):
+    """P(offensive) under alt-profanity-check's linear model."""
+
+    type: Literal["profanity"]
+    input: Literal["prompt+response", "response"] = "response"
+
+
+ToxicitySpec = Annotated[ClassifierToxicity | ProfanityToxicity, Field(discriminator="type")]
+
+
+# --- data, generation, ppo, eval, run ------------------------------------------------
+
+
+class DataConfig(Section):
+    source: str = "detox"  # shipped prompt set, local file, or hub data set
+    split: str = "train"
+    column: str = "text"
+    template: str = "{text}"
+    chat: bool = False
+    min_chars: int = Field(0, ge=0)
+    max_chars: int | None = Field(None, gt=0)
+    query_tokens: tuple[int, int] | None = None  # sample a query length in [min, max]
+    limit: int | None = Field(None, gt=0)  # keep at most this many prompts (after filters)
+    eval_fraction: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ValueError("max_chars must be >= min_chars")
+        if self.query_tokens is not None and not 0 < self.query_tokens[0] <= self.query_tokens[1]:
+            raise ValueError("query_tokens must be [min, max] with 0 < min <= max")
+        return self
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(32, gt=0)
+    min_new_tokens: int = Field(0, ge=0)
+    response_tokens: tuple[int, int] | None = None  # sample a length in [min, max] per sample
+    do_sample: bool = True
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationConfig:
+        if self.response_tokens is not None:
+            low, high = self.response_tokens
+            if not 0 < low <= high:
+                raise ValueError("response_tokens must be [min, max] with 0 < min <= max")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("min_new_tokens must be <= max_new_tokens")
+        return self
+
+    @property
+    def longest(self) -> int:
+        """The most tokens any response can have."""
+        return self.response_tokens[1] if self.response_tokens else self.max_new_tokens
+
+
+class PPOConfig(Section):
+    learning_rate: float = Field(1.41e-5, gt=0)
+    batch_size: int = Field(16, gt=0)
+    mini_batch_size: int = Field(4, gt=0)
+    ppo_epochs: int = Field(4, gt=0)
+    init_kl_coef: float = Field(0.2, ge=0)
+    adaptive_kl: bool = True
+    target_kl: float = Field(6.0, gt=0)
+    horizon: int = Field(10000, gt=0)
+    kl_estimator: Literal["kl", "abs", "mse", "low_var"] = "kl"
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    cliprange: float = Field(0.2, gt=0)
+    cliprange_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    whiten_rewards: bool = False
+    reward_scale: float = 1.0
+    reward_clip: float | None = Field(None, gt=0)
+    skip_nonfinite_rewards: bool = False
+    max_kl: float | None = Field(None, gt=0)  # stop when objective/kl exceeds this
+    steps: int = Field(100, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> PPOConfig:
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(
+                f"mini_batch_size ({self.mini_batch_size}) must divide batch_size "
+                f"({self.batch_size})"
+            )
+        return self
+
+
+class EvalConfig(Section):
+    enabled: bool = True
+    prompts: int = Field(100, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    seed: int = 0
+    batch_size: int = Field(16, gt=0)
+    toxicity: ToxicitySpec | None = None
+    extra_scorers: list[RewardSpec] = Field(default_factory=list)
+    bootstrap: int = Field(1000, ge=100)
+
+
+class RunConfig(Section):
+    dir: str = "runs/{recipe}-{time}"
+    save_every: int = Field(20, ge=0)  # 0 = only the final checkpoint
+    keep_checkpoints: int = Field(2, gt=0)
+    log_samples: int = Field(4, ge=0)
+    trackers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl"]
+    )
+
+
+class Config(Section):
+    recipe: str = "custom"  # set from the recipe's file name
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    reward: list[RewardSpec] = Field(default_factory=list, min_length=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """Name -> path of every recipe shipped in the package."""
+    folder = resources.files("rewardtune") / "recipes"
+    return {p.name.removesuffix(".yaml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def recipe_path(recipe: str | None) -> Path:
+    """A shipped recipe's name, or a path to a YAML file; None = the offline default."""
+    recipe = recipe or DEFAULT_RECIPE
+    shipped = shipped_recipes()
+    if recipe in shipped:
+        return shipped[recipe]
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RewardtuneError(f"recipe file {path} does not exist")
+        return path
+    raise RewardtuneError(
+        f"unknown recipe {recipe!r}; shipped recipes: {', '.join(sorted(shipped))} "
+        "(or give a path to a .yaml file)"
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise RewardtuneError(f"recipe {path} is not valid YAML{where}: fix the syntax") from err
+    if not isinstance(data, dict):
+        raise RewardtuneError(f"recipe {path} must be a YAML mapping of sections (model:, ppo:, ...)")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'ppo.learning_rate=3e-5' -> (['ppo', 'learning_rate'], 3e-05), values typed by YAML."""
+    if "=" not in text:
+        raise RewardtuneError(f"--set {text!r}: expected KEY=VALUE, e.g. --set ppo.steps=10")
+    key, raw = text.split("=", 1)
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[\w]+)*", key):
+        raise RewardtuneError(f"--set {text!r}: {key!r} is not a dotted key like ppo.steps")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``data[a][b]... = value``, where list items are addressed by index (reward.0.weight)."""
+    node: Any = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        key_so_far = ".".join(path[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise RewardtuneError(
+                    f"--set {'.'.join(path)}: {key_so_far} has no item {part} "
+                    f"(the list has {len(node)} items)"
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        else:
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+                if not isinstance(node, dict | list):
+                    raise RewardtuneError(f"--set {'.'.join(path)}: {key_so_far} is not a section")
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """The first problem of a pydantic error as one line that names the key path."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not _is_union_tag(p))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling against `rewardtune config`)"
+    elif first["type"] == "union_tag_invalid":
+        msg = f"{msg}"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc or 'config'}: {msg}{more}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in {"classifier", "profanity", "vader", "python", "http"}
+
+
+def validate(data: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise RewardtuneError(format_validation_error(err, source)) from err
+
+
+def load_config(recipe: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a recipe (shipped name or path), apply ``--set`` overrides, validate."""
+    path = recipe_path(recipe)
+    data = _read_yaml(path)
+    data.setdefault("recipe", path.stem)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        apply_override(data, key, value)
+    return validate(data, f"recipe {path.name}")

@@ -1,0 +1,542 @@
+"""PPOTrainer: rollout -> reward -> advantages -> minibatch epochs, and the classic API.
+
+```python
+for batch in trainer.dataloader:
+    responses = trainer.generate(batch["input_ids"])
+    scores = reward(batch["query"], trainer.decode(responses))
+    stats = trainer.step(batch["input_ids"], responses, scores)
+    trainer.log_stats(stats, batch, scores)
+```
+``trainer.train()`` runs the same loop from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rewardtune import rollout as rollout_lib
+from rewardtune.config import Config
+from rewardtune.data import batch_indices, load_prompts, sample_lengths
+from rewardtune.models import (
+    Policy,
+    count_parameters,
+    load_policy,
+    load_trainable_state_dict,
+    load_value_head,
+    save_pretrained,
+    save_value_head,
+    trainable_state_dict,
+)
+from rewardtune.ppo import core
+from rewardtune.rewards import WeightedReward, build_reward, check_scores
+from rewardtune.runs import METRICS, SAMPLES, STATE, RunDir, read_state
+from rewardtune.types import Prompt, PromptBatch, Rollout, RewardtuneError, StepStats
+
+log = logging.getLogger("rewardtune")
+
+
+class NonFiniteError(RewardtuneError):
+    """NaN or Inf in a reward, logprob, loss or gradient."""
+
+
+class Interrupted(Exception):
+    """The user asked to stop (Ctrl-C / SIGTERM); the step in flight was finished first."""
+
+
+class PPOTrainer:
+    """PPO with a KL penalty to a frozen reference, for causal and encoder-decoder LMs.
+
+    Args:
+        config: the validated recipe.
+        policy: a loaded policy (default: loaded from ``config.model``).
+        reward: the total reward (default: built from ``config.reward``); only ``train()``
+            calls it, the classic loop calls its own.
+        run_dir: where to write config, metrics, samples and checkpoints (None: nowhere).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        policy: Policy | None = None,
+        reward: WeightedReward | None = None,
+        run_dir: RunDir | None = None,
+        accelerator=None,
+    ):
+        from accelerate import Accelerator
+
+        self.config = config
+        self.ppo = config.ppo
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.is_main = self.accelerator.is_main_process
+        self.world = self.accelerator.num_processes
+        if self.ppo.batch_size % self.world or (self.ppo.mini_batch_size % self.world):
+            raise RewardtuneError(
+                f"ppo.batch_size ({self.ppo.batch_size}) and ppo.mini_batch_size "
+                f"({self.ppo.mini_batch_size}) are global and must divide by the "
+                f"{self.world} processes"
+            )
+        torch.manual_seed(self.ppo.seed)
+        self.policy = policy or load_policy(config.model, self.accelerator.device)
+        self.tokenizer = self.policy.tokenizer
+        self.reward = reward
+        self.run = run_dir if self.is_main else None
+        self.train_prompts, self.eval_prompts = load_prompts(config.data, self.tokenizer)
+        params = [p for p in self.policy.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.ppo.learning_rate, weight_decay=0.0)
+        self.model, self.optimizer = self.accelerator.prepare(self.policy.module, self.optimizer)
+        self.kl_coef = self.ppo.init_kl_coef
+        self.step_count = 0
+        self.eos_ids = self.policy.eos_token_ids(config.data.chat)
+        self.pad_id = self.tokenizer.pad_token_id
+        self._timings: dict[str, float] = {}
+        self._stop_requested = False
+        self.parameters = count_parameters(self.policy)
+
+    # -- the classic API -------------------------------------------------------------
+
+    @property
+    def dataloader(self) -> Iterator[PromptBatch]:
+        """Batches of this process's share of the training prompts, ``ppo.steps`` of them."""
+        for step in range(self.step_count, self.ppo.steps):
+            yield self.batch_for_step(step)
+
+    def batch_for_step(self, step: int) -> PromptBatch:
+        """A pure function of (seed, step): a resumed run sees the same batches."""
+        indices = batch_indices(len(self.train_prompts), self.ppo.batch_size, step, self.ppo.seed)
+        share = len(indices) // self.world
+        rank = self.accelerator.process_index
+        prompts: list[Prompt] = [self.train_prompts[i] for i in indices[rank * share : (rank + 1) * share]]
+        return PromptBatch(query=[p.text for p in prompts], input_ids=[p.input_ids for p in prompts])
+
+    def generate(
+        self,
+        query_tensors: list[torch.Tensor] | torch.Tensor,
+        return_prompt: bool = False,
+        length_sampler=None,
+        lengths: list[int] | None = None,
+        **generation_kwargs,
+    ) -> list[torch.Tensor]:
+        """Sample responses for a batch of queries (eval mode, the whole batch at once).
+
+        ``generation_kwargs`` override ``config.generation`` for this call (``max_new_tokens``,
+        ``top_k``, ...); ``length_sampler`` (classic) or ``lengths`` cap each response.
+        """
+        start = time.perf_counter()
+        queries = [query_tensors] if torch.is_tensor(query_tensors) and query_tensors.dim() == 1 else list(query_tensors)
+        queries = [q.detach().cpu().long() for q in queries]
+        gen = self.config.generation.model_copy(update=_generation_overrides(generation_kwargs))
+        if length_sampler is not None:
+            lengths = [int(length_sampler()) for _ in queries]
+        if lengths is None and gen.response_tokens is not None:
+            lengths = sample_lengths(gen.response_tokens, len(queries), self.ppo.seed, self.step_count)
+        lm = self.accelerator.unwrap_model(self.model).lm
+        responses = rollout_lib.generate(
+            lm, queries, gen, self.pad_id, self.eos_ids, lengths, self.policy.seq2seq
+        )
+        self._timings["rollout"] = self._timings.get("rollout", 0.0) + time.perf_counter() - start
+        if return_prompt and not self.policy.seq2seq:
+            return [torch.cat([q, r]) for q, r in zip(queries, responses, strict=True)]
+        return responses
+
+    def decode(self, responses: list[torch.Tensor]) -> list[str]:
+        return self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+
+    def step(
+        self,
+        queries: list[torch.Tensor],
+        responses: list[torch.Tensor],
+        scores: list[float] | list[torch.Tensor] | torch.Tensor,
+    ) -> dict[str, float]:
+        """One PPO step on given (query, response, score) triples; returns the stats."""
+        start = time.perf_counter()
+        scores = self._validate_scores(scores, len(responses))
+        queries, responses, scores, skipped = self._drop_nonfinite(queries, responses, scores)
+        # 1. old logprobs, values and reference logprobs in batched forwards
+        rollout = self._score(queries, responses)
+        t_scored = time.perf_counter()
+        self._check_finite("logprobs", rollout.logprobs, rollout.ref_logprobs)
+        # 2. sequence scores -> per-token rewards with the KL penalty
+        scores = core.scale_scores(scores.to(rollout.values.device), self.ppo.reward_scale, self.ppo.reward_clip)
+        mask = rollout.response_mask
+        kl = core.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo.kl_estimator) * mask
+        rewards, non_score = core.shape_rewards(scores, kl, self.kl_coef, mask)
+        if self.ppo.whiten_rewards:
+            rewards = core.masked_whiten(rewards, mask, shift_mean=False)
+        # 3. advantages and returns
+        advantages, returns = core.gae(rollout.values, rewards, mask, self.ppo.gamma, self.ppo.lam)
+        advantages = core.masked_whiten(advantages, mask)
+        # 4. minibatch epochs
+        update = self._update(rollout, advantages, returns)
+        # 5. KL controller
+        mean_kl = self._global_mean(core.sequence_sum(kl, mask))
+        if self.ppo.adaptive_kl:
+            self.kl_coef = core.adaptive_kl_update(
+                self.kl_coef, mean_kl, self.ppo.target_kl, self.ppo.batch_size, self.ppo.horizon
+            )
+        # 6. stats, each next to what it describes
+        end = time.perf_counter()
+        self._timings["rollout"] = self._timings.get("rollout", 0.0) + t_scored - start
+        seconds = self._timings.get("rollout", 0.0) + self._timings.get("reward", 0.0) + end - t_scored
+        n_samples = len(responses) * self.world
+        n_tokens = self._global_mean(mask.sum(1).float()) * n_samples
+        all_scores = self.accelerator.gather(scores.float().contiguous())
+        stats = StepStats(
+            kl=mean_kl,
+            kl_coef=self.kl_coef,
+            entropy=self._global_mean(-core.sequence_sum(rollout.logprobs, mask)),
+            reward_mean=float(all_scores.mean()),
+            reward_std=float(all_scores.std()) if len(all_scores) > 1 else 0.0,
+            score_mean=self._global_mean(core.sequence_sum(rewards, mask)),
+            returns_mean=float(core.masked_mean(returns, mask)),
+            advantages_mean=float(core.masked_mean(advantages, mask)),
+            vpred=float(core.masked_mean(rollout.values, mask)),
+            explained_variance=core.explained_variance(rollout.values, returns, mask),
+            response_length=self._global_mean(mask.sum(1).float()),
+            skipped_nonfinite=skipped,
+            time_rollout=self._timings.get("rollout", 0.0),
+            time_reward=self._timings.get("reward", 0.0),
+            time_update=end - t_scored,
+            samples_per_s=n_samples / seconds,
+            tokens_per_s=n_tokens / seconds,
+            **update,
+        )
+        stats.extra["objective/non_score_reward"] = self._global_mean(core.sequence_sum(non_score, mask))
+        self._timings = {}
+        self.step_count += 1
+        self._check_kl(mean_kl)
+        return stats.to_dict()
+
+    def log_stats(self, stats: dict[str, float], batch: PromptBatch | dict, rewards, responses: list[str] | None = None) -> None:
+        """Write the step's stats (metrics.jsonl, trackers) and a few samples (samples.jsonl)."""
+        step = self.step_count - 1
+        if self.run is not None:
+            self.run.append(METRICS, [{"step": step, **stats}])
+            n = self.config.run.log_samples
+            texts = responses if responses is not None else batch.get("response") if isinstance(batch, dict) else None
+            if n and texts is not None:
+                rows = [
+                    {"step": step, "prompt": q, "response": r, "reward": float(s)}
+                    for q, r, s in list(zip(batch["query"], texts, _floats(rewards), strict=False))[:n]
+                ]
+                self.run.append(SAMPLES, rows)
+        if self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in stats.items() if _is_number(v)}, step=step)
+
+    # -- the loop from the config ----------------------------------------------------
+
+    def train(self, progress=None) -> list[dict[str, float]]:
+        """Run ``ppo.steps`` steps: generate, score with the recipe's reward, step, log, save."""
+        if self.reward is None:
+            self.reward = build_reward(self.config.reward)
+        history = []
+        with _graceful_interrupt(self):
+            for batch in self.dataloader:
+                self._seed_step(self.step_count)
+                responses = self.generate(batch.input_ids)
+                texts = self.decode(responses)
+                start = time.perf_counter()
+                scores = self.reward(batch.query, texts)
+                self._timings["reward"] = time.perf_counter() - start
+                stats = self.step(batch.input_ids, responses, scores)
+                stats |= self._reward_terms()
+                self.log_stats(stats, batch, scores, texts)
+                history.append(stats)
+                if progress is not None:
+                    progress(self.step_count, stats)
+                save_every = self.config.run.save_every
+                if self._stop_requested:
+                    self.save_checkpoint()
+                    raise Interrupted(self.step_count)
+                if save_every and self.step_count % save_every == 0:
+                    self.save_checkpoint()
+        if self.run is not None and (not self.run.checkpoints() or self._last_saved() != self.step_count):
+            self.save_checkpoint()
+        self.save_final()
+        return history
+
+    def _seed_step(self, step: int) -> None:
+        """Every step draws from RNGs seeded by (seed, step, rank): resume is exact."""
+        seed = (self.ppo.seed * 1_000_003 + step * 7919 + self.accelerator.process_index) % 2**31
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _reward_terms(self) -> dict[str, float]:
+        terms = getattr(self.reward, "terms", [])
+        if len(terms) < 2:
+            return {}
+        return {
+            f"env/reward/{name}": float(np.mean(values))
+            for name, values in getattr(self.reward, "last_terms", {}).items()
+        }
+
+    # -- the pieces of step() --------------------------------------------------------
+
+    def _validate_scores(self, scores, n: int) -> torch.Tensor:
+        if torch.is_tensor(scores):
+            scores = scores.detach().flatten().cpu().tolist()
+        else:
+            scores = [float(s.item()) if torch.is_tensor(s) else s for s in scores]
+        return torch.tensor(check_scores("scores", scores, n), dtype=torch.float32)
+
+    def _drop_nonfinite(self, queries, responses, scores: torch.Tensor):
+        bad = ~torch.isfinite(scores)
+        if not bad.any():
+            return list(queries), list(responses), scores, 0
+        if not self.ppo.skip_nonfinite_rewards:
+            raise NonFiniteError(
+                f"step {self.step_count}: reward returned {int(bad.sum())} non-finite score(s) "
+                "(NaN/Inf); fix the reward or set ppo.skip_nonfinite_rewards=true"
+            )
+        keep = (~bad).nonzero().flatten().tolist()
+        if not keep:
+            raise NonFiniteError(f"step {self.step_count}: every reward score is NaN/Inf; nothing to train on")
+        return [queries[i] for i in keep], [responses[i] for i in keep], scores[keep], int(bad.sum())
+
+    def _score(self, queries: list[torch.Tensor], responses: list[torch.Tensor]) -> Rollout:
+        queries = [q.detach().cpu().long() for q in queries]
+        responses = [r.detach().cpu().long() for r in responses]
+        if any(len(r) == 0 for r in responses):
+            raise RewardtuneError("step(): every response needs at least one token")
+        chunk = max(self.ppo.mini_batch_size, 16)
+        module = self.accelerator.unwrap_model(self.model)
+        return rollout_lib.score(module, self.policy.reference, queries, responses, self.pad_id, chunk)
+
+    def _update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
+        """``ppo_epochs`` passes over shuffled minibatches of this process's samples."""
+        n = len(rollout)
+        mini = max(1, self.ppo.mini_batch_size // self.world)
+        data = {
+            "query_ids": rollout.query_ids,
+            "query_mask": rollout.query_mask,
+            "response_ids": rollout.response_ids,
+            "response_mask": rollout.response_mask,
+            "old_logprobs": rollout.logprobs,
+            "old_values": rollout.values,
+            "advantages": advantages,
+            "returns": returns,
+        }
+        totals: dict[str, list[float]] = {}
+        generator = torch.Generator().manual_seed(self.ppo.seed + self.step_count)
+        self.model.train()
+        for _ in range(self.ppo.ppo_epochs):
+            order = torch.randperm(n, generator=generator)
+            for index in order.split(mini):
+                batch = rollout_lib.trim_padding({k: v[index.to(v.device)] for k, v in data.items()})
+                for key, value in self._minibatch_step(batch).items():
+                    totals.setdefault(key, []).append(value)
+        self.model.eval()
+        return {key: self._global_mean(torch.tensor(values)) for key, values in totals.items()}
+
+    def _minibatch_step(self, batch: dict) -> dict[str, float]:
+        mask = batch["response_mask"]
+        logits, values = self.model(
+            batch["query_ids"], batch["query_mask"], batch["response_ids"], mask
+        )
+        logprobs = core.logprobs_from_logits(logits, batch["response_ids"])
+        pg_loss, clipfrac, approxkl = core.policy_loss(
+            logprobs, batch["old_logprobs"], batch["advantages"], mask, self.ppo.cliprange
+        )
+        vf_loss, vf_clipfrac = core.value_loss(
+            values.float(), batch["old_values"], batch["returns"], mask, self.ppo.cliprange_value
+        )
+        loss = pg_loss + self.ppo.vf_coef * vf_loss
+        self._check_finite("loss", loss)
+        self.accelerator.backward(loss)
+        grad_norm = self._clip_gradients()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "policy_loss": pg_loss.item(),
+            "value_loss": vf_loss.item(),
+            "total_loss": loss.item(),
+            "clipfrac": float(clipfrac),
+            "approxkl": float(approxkl),
+            "value_clipfrac": float(vf_clipfrac),
+            "grad_norm": grad_norm,
+        }
+
+    def _clip_gradients(self) -> float:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.ppo.max_grad_norm is not None:
+            norm = self.accelerator.clip_grad_norm_(params, self.ppo.max_grad_norm)
+        else:
+            norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in params if p.grad is not None])
+            )
+        norm = float(norm)
+        if not math.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(
+                f"step {self.step_count}: gradients are NaN/Inf; lower ppo.learning_rate or set "
+                "ppo.reward_clip"
+            )
+        return norm
+
+    def _check_finite(self, what: str, *tensors: torch.Tensor) -> None:
+        for tensor in tensors:
+            if not core.is_finite(tensor):
+                raise NonFiniteError(
+                    f"step {self.step_count}: {what} became NaN/Inf; the last good checkpoint is "
+                    "kept; lower ppo.learning_rate or check the reward's scale"
+                )
+
+    def _check_kl(self, mean_kl: float) -> None:
+        if self.ppo.max_kl is not None and mean_kl > self.ppo.max_kl:
+            raise NonFiniteError(
+                f"step {self.step_count - 1}: objective/kl = {mean_kl:.2f} exceeds ppo.max_kl = "
+                f"{self.ppo.max_kl}; the policy ran away from the reference (raise init_kl_coef "
+                "or lower learning_rate)"
+            )
+
+    def _global_mean(self, values: torch.Tensor) -> float:
+        """Mean over every process's values (each process holds an equal share)."""
+        values = values.detach().float().reshape(-1).to(self.accelerator.device)
+        if self.world > 1:
+            values = self.accelerator.gather(values.mean().reshape(1))
+        return float(values.mean()) if values.numel() else 0.0
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def _last_saved(self) -> int | None:
+        saved = self.run.checkpoints() if self.run else []
+        return int(saved[-1].name.split("-")[1]) if saved else None
+
+    def save_checkpoint(self) -> Path | None:
+        """Adapter/weights + value head (safetensors), optimizer, KL controller, step, RNG."""
+        self.accelerator.wait_for_everyone()
+        if self.run is None:
+            return None
+        path = self.run.save_checkpoint(self.step_count, self._write_checkpoint, self.config.run.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def _write_checkpoint(self, folder: Path) -> None:
+        state = {k: v.detach().contiguous().cpu() for k, v in trainable_state_dict(self.policy).items()}
+        save_file(_untie(state), str(folder / "weights.safetensors"))
+        save_value_head(self.policy, folder)
+        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(_rng_state(), folder / "rng_state.pt")
+        trainer_state = {"step": self.step_count, "kl_coef": self.kl_coef, "world_size": self.world}
+        (folder / STATE).write_text(json.dumps(trainer_state, indent=2))
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore everything ``save_checkpoint`` wrote (a missing file says which)."""
+        for name in ("weights.safetensors", "value_head.safetensors", "optimizer.pt", STATE):
+            if not (folder / name).is_file():
+                raise RewardtuneError(f"checkpoint {folder} is missing {name}; delete it to resume from an older one")
+        state = read_state(folder)
+        try:
+            load_trainable_state_dict(self.policy, load_file(str(folder / "weights.safetensors"), device=str(self.policy.device)))
+            load_value_head(self.policy, folder)
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+            _set_rng_state(torch.load(folder / "rng_state.pt", weights_only=True))
+        except (RuntimeError, OSError, ValueError, KeyError) as err:
+            raise RewardtuneError(f"checkpoint {folder} is unreadable: {str(err).splitlines()[0][:200]}") from err
+        if state.get("world_size", 1) != self.world:
+            raise RewardtuneError(
+                f"checkpoint {folder} was written by {state.get('world_size')} processes; resume "
+                f"with the same number (now {self.world})"
+            )
+        self.step_count = int(state["step"])
+        self.kl_coef = float(state["kl_coef"])
+
+    def save_final(self) -> Path | None:
+        self.accelerator.wait_for_everyone()
+        if self.run is None:
+            return None
+        return self.run.save_final(lambda folder: save_pretrained(self.policy, folder))
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+
+# --- small helpers -------------------------------------------------------------------
+
+
+def _generation_overrides(kwargs: dict) -> dict:
+    known = {"max_new_tokens", "min_new_tokens", "do_sample", "top_k", "top_p", "temperature"}
+    unknown = set(kwargs) - known - {"pad_token_id", "eos_token_id"}
+    if unknown:
+        raise RewardtuneError(f"generate(): unsupported argument(s) {', '.join(sorted(unknown))}")
+    return {k: v for k, v in kwargs.items() if k in known}
+
+
+def _floats(values) -> list[float]:
+    if torch.is_tensor(values):
+        return values.flatten().tolist()
+    return [float(v.item()) if torch.is_tensor(v) else float(v) for v in values]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing memory (tied embeddings): give each its own."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        ptr = value.untyped_storage().data_ptr()
+        out[key] = value.clone() if ptr in seen else value
+        seen.add(ptr)
+    return out
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": json.dumps(np_state, default=lambda a: a.tolist()),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np_state = json.loads(state["numpy"])
+    np_state["state"]["key"] = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _graceful_interrupt:
+    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. Second: stop at once."""
+
+    def __init__(self, trainer: PPOTrainer):
+        self.trainer = trainer
+        self.previous: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.trainer._stop_requested:
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.trainer.request_stop()
+        log.warning("stopping after this step (press Ctrl-C again to stop at once)")
+
+    def __enter__(self):
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = {}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False

@@ -1,0 +1,89 @@
+"""The Reward protocol, score validation, and the weighted sum of several rewards."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Protocol, runtime_checkable
+
+from rewardtune.types import RewardtuneError
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """Scores text: one float per (prompt, response) pair, higher is better."""
+
+    name: str
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]: ...
+
+
+def check_scores(name: str, scores, n: int) -> list[float]:
+    """Validate what a reward returned: a sequence of ``n`` real numbers (NaN is let through
+    for the trainer to stop on or skip)."""
+    if hasattr(scores, "tolist"):  # numpy arrays and tensors
+        scores = scores.tolist()
+    if not isinstance(scores, list | tuple):
+        raise RewardtuneError(
+            f"reward {name!r} returned {type(scores).__name__}; it must return a list of {n} floats"
+        )
+    if len(scores) != n:
+        raise RewardtuneError(
+            f"reward {name!r} returned {len(scores)} scores for {n} responses; return one per response"
+        )
+    for i, value in enumerate(scores):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise RewardtuneError(
+                f"reward {name!r} returned {type(value).__name__} {value!r} at index {i}; "
+                "scores must be numbers"
+            )
+    return [float(v) for v in scores]
+
+
+def join(prompts: list[str], responses: list[str], mode: str) -> list[str]:
+    """What a text scorer reads: the response alone, or prompt + response."""
+    if mode == "response":
+        return list(responses)
+    return [p + r for p, r in zip(prompts, responses, strict=True)]
+
+
+class WeightedReward:
+    """The total reward: sum of weight_i * reward_i; keeps each term for the stats."""
+
+    def __init__(self, terms: list[tuple[Reward, float]], retries: list[int] | None = None):
+        self.terms = terms
+        self.retries = retries or [0] * len(terms)
+        self.name = "+".join(r.name for r, _ in terms)
+        self.last_terms: dict[str, list[float]] = {}
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        total = [0.0] * len(responses)
+        self.last_terms = {}
+        for (reward, weight), retries in zip(self.terms, self.retries, strict=True):
+            scores = call_with_retries(reward, prompts, responses, retries)
+            self.last_terms[reward.name] = scores
+            total = [t + weight * s for t, s in zip(total, scores, strict=True)]
+        return total
+
+
+def call_with_retries(reward: Reward, prompts: list[str], responses: list[str], retries: int) -> list[float]:
+    """Call a reward, retrying ``retries`` times when it raises; validate what it returns."""
+    for attempt in range(retries + 1):
+        try:
+            scores = reward(prompts, responses)
+            break
+        except RewardtuneError:
+            raise
+        except Exception as err:  # a user's reward can raise anything
+            if attempt == retries:
+                tries = f" after {retries + 1} tries" if retries else ""
+                raise RewardtuneError(
+                    f"reward {reward.name!r} failed{tries}: {type(err).__name__}: "
+                    f"{str(err).splitlines()[0][:200] if str(err) else ''}"
+                ) from err
+    return check_scores(reward.name, scores, len(responses))
+
+
+def nonfinite(scores: list[float]) -> list[int]:
+    """Indices of NaN / infinite scores."""
+    return [i for i, s in enumerate(scores) if not math.isfinite(s)]

@@ -1,0 +1,80 @@
+"""A text classifier as reward: any AutoModelForSequenceClassification with its own tokenizer."""
+
+from __future__ import annotations
+
+import torch
+
+from rewardtune.rewards.base import join
+from rewardtune.types import RewardtuneError
+
+
+def load_classifier(model_name: str, device: str | torch.device | None = None):
+    """(model, tokenizer) of a sequence classifier, in eval mode on ``device``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        model = AutoModelForSequenceClassification.from_pretrained(model_name)
+    except (OSError, ValueError) as err:
+        raise RewardtuneError(
+            f"cannot load classifier {model_name!r}: {str(err).splitlines()[0][:200]} "
+            "(check the name or path; hub ids need network access)"
+        ) from err
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer
+
+
+def label_index(model, label: str, where: str) -> int:
+    """The class index of ``label`` by name, never by position."""
+    id2label = {int(i): name for i, name in model.config.id2label.items()}
+    for index, name in id2label.items():
+        if name == label:
+            return index
+    for index, name in id2label.items():  # tolerate case: "positive" for "POSITIVE"
+        if name.lower() == label.lower():
+            return index
+    raise RewardtuneError(
+        f"{where}: label {label!r} is not a class of {model.name_or_path}; its labels are "
+        f"{', '.join(repr(n) for n in id2label.values())}"
+    )
+
+
+class ClassifierScorer:
+    """logit / prob / logprob of one class, batched and truncated to the classifier's length."""
+
+    def __init__(self, model, tokenizer, label: str, output: str, input: str, batch_size: int, where: str):
+        self.model, self.tokenizer = model, tokenizer
+        self.index = label_index(model, label, where)
+        self.output, self.input, self.batch_size = output, input, batch_size
+        self.name = f"classifier:{label}"
+        limit = getattr(tokenizer, "model_max_length", 512)
+        positions = getattr(model.config, "max_position_embeddings", limit)
+        self.max_length = min(limit if limit < 1e6 else 512, positions)
+
+    @classmethod
+    def from_spec(cls, spec, where: str, output: str | None = None, label: str | None = None):
+        model, tokenizer = load_classifier(spec.model)
+        return cls(
+            model, tokenizer, label or spec.label, output or getattr(spec, "output", "prob"),
+            spec.input, spec.batch_size, where,
+        )
+
+    @torch.inference_mode()
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        texts = join(prompts, responses, self.input)
+        device = self.model.device
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(
+                texts[start : start + self.batch_size], padding=True, truncation=True,
+                max_length=self.max_length, return_tensors="pt",
+            ).to(device)
+            logits = self.model(**enc).logits.float()
+            if self.output == "logit":
+                picked = logits[:, self.index]
+            elif self.output == "prob":
+                picked = torch.softmax(logits, -1)[:, self.index]
+            else:
+                picked = torch.log_softmax(logits, -1)[:, self.index]
+            out.extend(picked.cpu().tolist())
+        return out

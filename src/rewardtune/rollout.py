@@ -1,0 +1,164 @@
+"""Batched sampling and scoring of responses.
+
+Sampling and scoring run in eval mode (no dropout, LoRA dropout included) under
+``torch.inference_mode()``; only the update trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+from rewardtune.config import GenerationConfig
+from rewardtune.models import PolicyWithValueHead
+from rewardtune.ppo.core import logprobs_from_logits, pad_left, pad_right
+from rewardtune.types import Rollout
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module):
+    """Temporarily switch dropout off; restores the previous mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def hf_generation_config(gen: GenerationConfig, max_new_tokens: int, pad_id: int, eos_ids: list[int]):
+    """A fresh GenerationConfig: the model's own defaults (top_k=50, repetition penalty...)
+    must not change the distribution PPO thinks it samples from."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    return HFGenerationConfig(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min(gen.min_new_tokens, max_new_tokens),
+        do_sample=gen.do_sample,
+        top_k=gen.top_k if gen.do_sample else None,
+        top_p=gen.top_p if gen.do_sample else None,
+        temperature=gen.temperature if gen.do_sample else None,
+        pad_token_id=pad_id,
+        eos_token_id=eos_ids,
+    )
+
+
+def generate(
+    lm: torch.nn.Module,
+    queries: list[torch.Tensor],
+    gen: GenerationConfig,
+    pad_id: int,
+    eos_ids: list[int],
+    lengths: list[int] | None = None,
+    seq2seq: bool = False,
+    max_new_tokens: int | None = None,
+) -> list[torch.Tensor]:
+    """Sample one response per query, the whole batch at once.
+
+    ``lengths`` caps each sample's response (classic per-sample LengthSampler): the batch
+    is sampled to the longest and each response cut at its own length, which draws from
+    the same distribution as sampling it alone. Everything after the first EOS is dropped
+    (the EOS itself is kept: the policy chose to stop).
+    """
+    device = next(lm.parameters()).device
+    longest = max(lengths) if lengths else (max_new_tokens or gen.max_new_tokens)
+    input_ids = pad_left(queries, pad_id).to(device)
+    attention_mask = pad_left([torch.ones_like(q) for q in queries], 0).to(device)
+    config = hf_generation_config(gen, longest, pad_id, eos_ids)
+    with eval_mode(lm), torch.inference_mode():
+        output = lm.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    new_tokens = output[:, 1:] if seq2seq else output[:, input_ids.shape[1] :]  # drop decoder start
+    responses = []
+    for i, row in enumerate(new_tokens.cpu()):
+        limit = lengths[i] if lengths else longest
+        row = row[:limit]
+        responses.append(row[: end_of_response(row, eos_ids)].clone())
+    return responses
+
+
+def end_of_response(tokens: torch.Tensor, eos_ids: list[int]) -> int:
+    """Length of the response: up to and including the first EOS, else all of it."""
+    is_eos = torch.isin(tokens, torch.tensor(eos_ids, dtype=tokens.dtype))
+    hits = is_eos.nonzero()
+    return int(hits[0, 0]) + 1 if len(hits) else len(tokens)
+
+
+def collate(queries: list[torch.Tensor], responses: list[torch.Tensor], pad_id: int, device) -> dict:
+    """Left-padded queries and right-padded responses with their masks, on ``device``."""
+    return {
+        "query_ids": pad_left(queries, pad_id).to(device),
+        "query_mask": pad_left([torch.ones_like(q) for q in queries], 0).to(device),
+        "response_ids": pad_right(responses, pad_id).to(device),
+        "response_mask": pad_right([torch.ones_like(r) for r in responses], 0).to(device),
+    }
+
+
+def trim_padding(batch: dict) -> dict:
+    """Drop query columns that are padding in every row (left) and response columns (right)."""
+    q_keep = int(batch["query_mask"].sum(1).max())
+    r_keep = int(batch["response_mask"].sum(1).max())
+    out = dict(batch)
+    for key in ("query_ids", "query_mask"):
+        out[key] = batch[key][:, batch[key].shape[1] - q_keep :]
+    for key in ("response_ids", "response_mask"):
+        out[key] = batch[key][:, :r_keep]
+    for key, value in batch.items():
+        if key not in out or key.startswith(("query", "response")):
+            continue
+        if value.dim() == 2 and value.shape[1] == batch["response_ids"].shape[1]:
+            out[key] = value[:, :r_keep]
+    return out
+
+
+def score(
+    module: PolicyWithValueHead,
+    reference: Callable[[], contextlib.AbstractContextManager],
+    queries: list[torch.Tensor],
+    responses: list[torch.Tensor],
+    pad_id: int,
+    chunk_size: int,
+) -> Rollout:
+    """Old logprobs, values and reference logprobs of given responses, in batched forwards."""
+    device = next(module.parameters()).device
+    batch = collate(queries, responses, pad_id, device)
+    logprobs, values, ref_logprobs = [], [], []
+    with eval_mode(module), torch.inference_mode():
+        for start in range(0, len(queries), chunk_size):
+            chunk = trim_padding({k: v[start : start + chunk_size] for k, v in batch.items()})
+            width = batch["response_ids"].shape[1]
+            logits, chunk_values = module(**chunk)
+            logprobs.append(_pad_to(logprobs_from_logits(logits, chunk["response_ids"]), width))
+            values.append(_pad_to(chunk_values.float(), width))
+            with reference() as ref_lm:
+                ref_logits = reference_logits(module, ref_lm, chunk)
+            ref_logprobs.append(_pad_to(logprobs_from_logits(ref_logits, chunk["response_ids"]), width))
+    mask = batch["response_mask"]
+    return Rollout(
+        query_ids=batch["query_ids"],
+        query_mask=batch["query_mask"],
+        response_ids=batch["response_ids"],
+        response_mask=mask,
+        logprobs=torch.cat(logprobs) * mask,
+        ref_logprobs=torch.cat(ref_logprobs) * mask,
+        values=torch.cat(values) * mask,
+    )
+
+
+def reference_logits(module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: dict) -> torch.Tensor:
+    """Logits of the reference on the response positions (same alignment as the policy's)."""
+    if ref_lm is module.lm:  # the adapter is disabled on the policy's own LM
+        logits, _ = module(**chunk, with_values=False)
+        return logits
+    swapped = module.lm
+    module.lm = ref_lm
+    try:
+        logits, _ = module(**chunk, with_values=False)
+    finally:
+        module.lm = swapped
+    return logits
+
+
+def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]))
