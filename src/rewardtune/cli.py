@@ -103,8 +103,6 @@ def train(
             trainer.run.truncate_logs(trainer.step_count)
         _say(accelerator, f"resuming {path} from {checkpoint.name}")
     _print_header(trainer, path)
-    if accelerator.trackers == [] and cfg.run.trackers != ["jsonl"]:
-        pass
     started = time.time()
     try:
         with _progress(accelerator, cfg.ppo.steps, trainer.step_count) as update:
@@ -114,10 +112,29 @@ def train(
              f"  rewardtune train --resume {path}")
         accelerator.end_training()
         raise typer.Exit(130) from None
-    _say(accelerator, f"trained {cfg.ppo.steps} steps in {time.time() - started:.0f}s -> {path / 'final'}")
+    wall = time.time() - started
+    _say(accelerator, f"trained {cfg.ppo.steps} steps in {wall:.0f}s -> {path / 'final'}")
+    if trainer.run is not None:
+        _write_run_info(trainer, wall)
     accelerator.end_training()
     if cfg.eval.enabled:
         _evaluate_and_report(trainer, path)
+
+
+def _write_run_info(trainer, wall_time_s: float) -> None:
+    import json
+
+    from rewardtune.runs import write_atomic
+
+    info_path = trainer.run.path / "run_info.json"
+    previous = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info = {
+        "wall_time_s": previous.get("wall_time_s", 0.0) + wall_time_s,  # summed over resumes
+        "parameters": trainer.parameters,
+        "model": trainer.config.model.name,
+        "steps_done": trainer.step_count,
+    }
+    write_atomic(info_path, json.dumps(info, indent=2))
 
 
 def _accelerator(cfg, path: Path):

@@ -127,6 +127,7 @@ class DataConfig(Section):
     column: str = "text"
     template: str = "{text}"
     chat: bool = False
+    chat_template: str | None = None  # Jinja template for a tokenizer that ships none
     min_chars: int = Field(0, ge=0)
     max_chars: int | None = Field(None, gt=0)
     query_tokens: tuple[int, int] | None = None  # sample a query length in [min, max]

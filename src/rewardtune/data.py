@@ -133,6 +133,8 @@ def tokenize_prompt(text: str, tokenizer, chat: bool, query_len: int | None) -> 
 def load_prompts(cfg: DataConfig, tokenizer, chat: bool | None = None) -> tuple[list[Prompt], list[Prompt]]:
     """(train, eval) prompts: read, filter, template, shuffle with ``data.seed``, split, tokenise."""
     chat = cfg.chat if chat is None else chat
+    if chat and cfg.chat_template:
+        tokenizer.chat_template = cfg.chat_template
     if chat and not getattr(tokenizer, "chat_template", None):
         raise RewardtuneError("data.chat is true but the tokenizer has no chat template; set data.chat=false")
     texts = format_prompts(read_rows(cfg), cfg)

@@ -340,8 +340,11 @@ def count_parameters(policy: Policy) -> dict[str, int]:
     }
 
 
-def load_policy(cfg: ModelConfig, device: torch.device | str | None = None) -> Policy:
-    """Load tokenizer + LM (+ LoRA or an existing adapter) + value head, and the reference."""
+def load_policy(
+    cfg: ModelConfig, device: torch.device | str | None = None, with_reference: bool = True
+) -> Policy:
+    """Load tokenizer + LM (+ LoRA or an existing adapter) + value head, and the reference
+    (``with_reference=False`` skips the frozen copy of a fully fine-tuned model)."""
     source = resolve_source(cfg.name)
     seq2seq = {"causal": False, "seq2seq": True}.get(cfg.kind)
     if seq2seq is None:
@@ -357,7 +360,7 @@ def load_policy(cfg: ModelConfig, device: torch.device | str | None = None) -> P
         lm = load_adapter(lm, cfg.adapter)
     elif cfg.lora is not None:
         lm = attach_lora(lm, cfg.lora, seq2seq)
-    else:
+    elif with_reference:
         ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
     module = PolicyWithValueHead(lm, seq2seq)
     return Policy(module, tokenizer, source, cfg, ref_lm)
@@ -432,29 +435,23 @@ def _loaded_from_gguf(lm: nn.Module) -> bool:
     return bool(getattr(lm, "gguf_file", None)) or "gguf" in str(getattr(lm.config, "_name_or_path", "")).lower()
 
 
-def load_for_inference(path: str, device: str | None = None) -> tuple[nn.Module, object, bool]:
-    """A base model, a run's final/ (adapter or full weights) or a checkpoint, ready to sample.
+def load_trained_weights(policy: Policy, folder: Path) -> None:
+    """Put trained LM weights into a freshly loaded policy: from a checkpoint
+    (weights.safetensors), a final/ adapter (adapter_model.safetensors) or full weights."""
+    folder = Path(folder)
+    device = str(policy.device)
+    if (folder / "weights.safetensors").is_file():
+        load_trainable_state_dict(policy, load_file(str(folder / "weights.safetensors"), device=device))
+    elif (folder / "adapter_model.safetensors").is_file() and policy.module.has_adapter:
+        from peft import set_peft_model_state_dict
 
-    Returns ``(lm, tokenizer, seq2seq)``.
-    """
-    folder = Path(path)
-    info_file = folder / MODEL_INFO
-    if not info_file.exists():
-        cfg = ModelConfig(name=path, lora=None)
-        source = resolve_source(path)
-        seq2seq = is_encoder_decoder(source)
-        tokenizer = load_tokenizer(source)
-        lm = load_base_model(cfg, source, seq2seq, pick_dtype("auto"))
-        return lm.to(device or "cpu").eval(), tokenizer, seq2seq
-    info = json.loads(info_file.read_text())
-    seq2seq = info["seq2seq"]
-    tokenizer = load_tokenizer(ModelSource(str(folder)))
-    if info["adapter"]:
-        from peft import PeftModel
-
-        source = ModelSource(info["source"], info["gguf_file"])
-        base = load_base_model(ModelConfig(name=info["base"], lora=None), source, seq2seq, pick_dtype("auto"))
-        lm = PeftModel.from_pretrained(base, str(folder))
+        set_peft_model_state_dict(policy.module.lm, load_file(str(folder / "adapter_model.safetensors"), device=device))
+    elif sorted(folder.glob("model*.safetensors")) and not policy.module.has_adapter:
+        state = {}
+        for shard in sorted(folder.glob("model*.safetensors")):
+            state |= load_file(str(shard), device=device)
+        policy.module.lm.load_state_dict(state, strict=False)
     else:
-        lm = load_base_model(ModelConfig(name=str(folder), lora=None), ModelSource(str(folder)), seq2seq, pick_dtype("auto"))
-    return lm.to(device or "cpu").eval(), tokenizer, seq2seq
+        raise RewardtuneError(f"{folder} holds no trained weights this run's model can load")
+    if (folder / VALUE_HEAD).is_file():
+        load_value_head(policy, folder)

@@ -361,9 +361,9 @@ class PPOTrainer:
             "policy_loss": pg_loss.item(),
             "value_loss": vf_loss.item(),
             "total_loss": loss.item(),
-            "clipfrac": float(clipfrac),
-            "approxkl": float(approxkl),
-            "value_clipfrac": float(vf_clipfrac),
+            "clipfrac": clipfrac.item(),
+            "approxkl": approxkl.item(),
+            "value_clipfrac": vf_clipfrac.item(),
             "grad_norm": grad_norm,
         }
 

@@ -1,0 +1,103 @@
+"""Loading trained runs for sampling and merging: `rewardtune generate` and `rewardtune merge`."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from rewardtune.config import ModelConfig, load_config
+from rewardtune.models import Policy, load_policy, load_trained_weights, plain_copy
+from rewardtune.runs import CONFIG, FINAL, STATE
+from rewardtune.types import RewardtuneError
+
+
+@dataclass
+class Target:
+    """What to load: a model config, and trained weights to put in it (None = the base)."""
+
+    model: ModelConfig
+    weights: Path | None
+
+
+def resolve_model_path(model: str) -> Target:
+    """A run directory (its final/), a final/ folder, a checkpoint, or a base model."""
+    path = Path(model)
+    if (path / CONFIG).is_file():  # a run directory
+        if not (path / FINAL).is_dir():
+            raise RewardtuneError(
+                f"run {path} has no {FINAL}/ (not finished?); pass one of its checkpoints, e.g. "
+                f"{path}/checkpoints/step-N"
+            )
+        return Target(load_config(str(path / CONFIG)).model, path / FINAL)
+    if path.name == FINAL and (path.parent / CONFIG).is_file():
+        return Target(load_config(str(path.parent / CONFIG)).model, path)
+    if (path / STATE).is_file() and (path.parent.parent / CONFIG).is_file():  # a checkpoint
+        return Target(load_config(str(path.parent.parent / CONFIG)).model, path)
+    if path.exists() and not (path / "config.json").exists() and not path.suffix == ".gguf" and not list(path.glob("*.gguf")):
+        raise RewardtuneError(f"{path} is not a run directory, a checkpoint, or a model folder")
+    return Target(ModelConfig(name=model, lora=None), None)
+
+
+def load_target(target: Target, device: str | None = None) -> Policy:
+    """A policy in eval mode with the target's trained weights in it."""
+    policy = load_policy(target.model, device, with_reference=False)
+    if target.weights is not None:
+        load_trained_weights(policy, target.weights)
+    policy.module.eval()
+    return policy
+
+
+def generate_stream(
+    target: Target, prompts: list[str], chat: bool, n: int, max_new_tokens: int, seed: int, out: TextIO
+) -> list[str]:
+    """Sample ``n`` responses per prompt, streaming tokens to stdout; returns the responses."""
+    from transformers import TextStreamer
+
+    policy = load_target(target)
+    tokenizer, lm = policy.tokenizer, policy.module.lm
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise RewardtuneError("--chat: this model's tokenizer has no chat template")
+    torch.manual_seed(seed)
+    responses = []
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False) if chat else prompt
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(policy.device)
+        for _ in range(n):
+            out.write(f"\n>>> {prompt}\n")
+            out.flush()
+            streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            with torch.inference_mode():
+                ids = lm.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0,
+                    pad_token_id=tokenizer.pad_token_id, eos_token_id=policy.eos_token_ids(chat),
+                    streamer=streamer,
+                )
+            new = ids[0] if policy.seq2seq else ids[0, enc["input_ids"].shape[1] :]
+            responses.append(tokenizer.decode(new, skip_special_tokens=True))
+            out.write("\n")
+    return responses
+
+
+def merge_run(run_dir: Path, out_dir: Path) -> Path:
+    """Merge the adapter into the base weights and save a plain model + tokenizer (safetensors),
+    loadable with ``AutoModel*.from_pretrained(out_dir)`` and no peft; full weights are copied."""
+    target = resolve_model_path(str(run_dir))
+    if target.weights is None:
+        raise RewardtuneError(f"{run_dir} is not a run: nothing to merge")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise RewardtuneError(f"{out_dir} already exists and is not empty; choose another OUT_DIR")
+    if target.model.lora is None and target.model.adapter is None and target.weights.name == FINAL:
+        shutil.copytree(target.weights, out_dir, dirs_exist_ok=True)
+        return out_dir
+    if target.model.quantization != "none":
+        target.model.quantization = "none"  # merge into full-precision base weights
+    policy = load_target(target, "cpu")
+    lm = policy.module.lm
+    merged = lm.merge_and_unload() if policy.module.has_adapter else lm
+    plain_copy(merged).save_pretrained(str(out_dir), safe_serialization=True)
+    policy.tokenizer.save_pretrained(str(out_dir))
+    return out_dir
