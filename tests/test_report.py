@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -120,9 +121,10 @@ def make_run_dir(root: Path, evaluated: bool = True) -> Path:
     return run
 
 
-@pytest.fixture
-def report(tmp_path: Path) -> tuple[Path, Path]:
-    return write_report(make_run_dir(tmp_path))
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One evaluated run's (report.html, report.md); drawing the plots takes a few seconds."""
+    return write_report(make_run_dir(tmp_path_factory.mktemp("run")))
 
 
 def test_report_writes_html_and_markdown_into_the_run_dir(tmp_path: Path):
@@ -145,8 +147,8 @@ def test_html_has_metrics_and_samples_tables(report):
     assert 'id="metrics"' in html and 'id="samples"' in html
     assert html.count('class="sample-row"') == len(EVAL_ROWS)
     assert "n.s." in html  # the length metric's CI includes zero
-    assert re.search(r'class="better"[^>]*>\+0\.28<', html)  # reward went up: green
-    assert re.search(r'class="worse"[^>]*>\+6<', html)  # perplexity went up: red
+    assert re.search(r'class="better[^"]*"[^>]*>\+0\.28<', html)  # reward went up: green
+    assert re.search(r'class="worse[^"]*"[^>]*>\+6<', html)  # perplexity went up: red
     assert "62.5%" in html  # toxicity improvement (before - after) / before
 
 
@@ -222,12 +224,11 @@ def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Complete
     )
 
 
-def test_report_renders_in_a_real_browser(tmp_path: Path):
+def test_report_renders_in_a_real_browser(report, tmp_path: Path):
     import matplotlib.image
 
     binary = _chromium()
-    html_path, _ = write_report(make_run_dir(tmp_path))
-    url = html_path.resolve().as_uri()
+    url = report[0].resolve().as_uri()
     shot = tmp_path / "shot.png"
     _run_chromium(binary, tmp_path / "profile-shot", f"--screenshot={shot}", url)
     assert shot.is_file() and shot.stat().st_size > 10_000
@@ -236,3 +237,23 @@ def test_report_renders_in_a_real_browser(tmp_path: Path):
     dom = _run_chromium(binary, tmp_path / "profile-dom", "--dump-dom", url).stdout
     assert 'id="metrics"' in dom
     assert 'class="sample-row"' in dom
+
+
+CLICK_AND_FILTER = """<script>
+document.getElementById("samples").tHead.rows[0].cells[3].click();
+var input = document.querySelector("input.filter");
+input.value = "MOVIE";
+input.dispatchEvent(new Event("input"));
+</script></body>"""
+
+
+def test_sample_table_sorts_and_filters_in_a_real_browser(report, tmp_path: Path):
+    binary = _chromium()
+    page = tmp_path / "clicked.html"
+    page.write_text(report[0].read_text().replace("</body>", CLICK_AND_FILTER))
+    dom = _run_chromium(binary, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
+    rows = re.findall(r'<tr class="sample-row"( hidden="")?><td class="text">([^<]*)<', dom)
+    by_reward_before = sorted(EVAL_ROWS, key=lambda row: row[3])
+    assert [unescape(prompt) for _, prompt in rows] == [row[0] for row in by_reward_before]
+    assert [prompt for hidden, prompt in rows if not hidden] == ["The movie was"]
+    assert "1 of 6 rows" in dom

@@ -98,7 +98,7 @@ def sample(policy: Policy, lm, prompts: list[Prompt], cfg: Config, batch_size: i
     for i, start in enumerate(range(0, len(prompts), batch_size)):
         torch.manual_seed(cfg.eval.seed + i)
         queries = [p.input_ids for p in prompts[start : start + batch_size]]
-        ids += rollout_lib.generate(lm, queries, gen, pad, eos, None, policy.seq2seq, cfg.eval.max_new_tokens)
+        ids += rollout_lib.generate(lm, queries, gen, pad, eos, None, policy.seq2seq, cfg.eval.max_new_tokens).responses
     texts = policy.tokenizer.batch_decode(ids, skip_special_tokens=True)
     return Samples(texts, [r if len(r) else torch.tensor([pad]) for r in ids])
 

@@ -17,6 +17,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 TRAINING_SAMPLES_SHOWN = 8
 BEFORE_COLOR, AFTER_COLOR = "#8a94a6", "#2563eb"
+SIDES = ("before", "after")
 
 
 # --- reading the run directory -------------------------------------------------------
@@ -44,7 +46,6 @@ BEFORE_COLOR, AFTER_COLOR = "#8a94a6", "#2563eb"
 class RunData:
     """Everything the report reads; optional files come back empty or None."""
 
-    path: Path
     config: dict
     metrics: list[dict]
     samples: list[dict]
@@ -70,7 +71,6 @@ def _read_config(path: Path) -> dict:
 
 def load_run(run_dir: Path) -> RunData:
     return RunData(
-        path=run_dir,
         config=_read_config(run_dir / CONFIG),
         metrics=read_jsonl(run_dir / METRICS),
         samples=read_jsonl(run_dir / SAMPLES),
@@ -103,6 +103,10 @@ def _num(x: object, signed: bool = False) -> str:
         return "n/a"
     sign = "+" if signed else ""
     return f"{x:{sign},.0f}" if abs(x) >= 1e4 else f"{x:{sign}.4g}"
+
+
+def _sort_key(x: object) -> float:
+    return float(x) if _is_number(x) else math.nan
 
 
 def _pct(x: object) -> str:
@@ -148,7 +152,7 @@ class Heading:
         return f"<h{self.level}{anchor}>{_esc(self.text)}</h{self.level}>"
 
     def markdown(self) -> str:
-        return f"{'#' * self.level} {self.text}"
+        return f"{'#' * self.level} {_md(self.text)}"
 
 
 @dataclass
@@ -158,7 +162,8 @@ class Para:
 
     def html(self) -> str:
         cls = ' class="note"' if self.note else ""
-        return f"<p{cls}>{_esc(self.text)}</p>"
+        text = re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(self.text))
+        return f"<p{cls}>{text}</p>"
 
     def markdown(self) -> str:
         return f"> {_md(self.text)}" if self.note else _md(self.text)
@@ -183,8 +188,9 @@ class Cell:
     sort: float | None = None  # numeric sort key for the JS; NaN/None sort last
     sub: str = ""  # a secondary line (e.g. the metric's key)
 
-    def html(self) -> str:
-        attrs = f' class="{self.cls}"' if self.cls else ""
+    def html(self, numeric: bool = False) -> str:
+        cls = " ".join(c for c in (self.cls, "num" if numeric else "") if c)
+        attrs = f' class="{cls}"' if cls else ""
         if self.sort is not None:
             value = repr(float(self.sort)) if math.isfinite(self.sort) else ""
             attrs += f' data-value="{value}"'
@@ -204,6 +210,7 @@ class Table:
     numeric: set[int] = field(default_factory=set)  # column indices that sort numerically
     sorted_desc: int | None = None  # the column the rows arrive sorted by, largest first
     searchable: bool = False
+    compact: bool = False  # as wide as its content, not the page
 
     def html(self) -> str:
         return self._search_box() + f'<div class="scroll">{self._table()}</div>'
@@ -211,9 +218,13 @@ class Table:
     def _table(self) -> str:
         table_id = f' id="{self.table_id}"' if self.table_id else ""
         row_cls = f' class="{self.row_class}"' if self.row_class else ""
-        body = "".join(f"<tr{row_cls}>{''.join(c.html() for c in r)}</tr>" for r in self.rows)
+        body = "".join(f"<tr{row_cls}>{self._cells(row)}</tr>" for row in self.rows)
         head = f"<thead><tr>{self._header()}</tr></thead>"
-        return f'<table{table_id} class="sortable">{head}<tbody>{body}</tbody></table>'
+        cls = "sortable compact" if self.compact else "sortable"
+        return f'<table{table_id} class="{cls}">{head}<tbody>{body}</tbody></table>'
+
+    def _cells(self, row: list[Cell]) -> str:
+        return "".join(cell.html(numeric=i in self.numeric) for i, cell in enumerate(row))
 
     def _header(self) -> str:
         cells = []
@@ -269,7 +280,7 @@ Block = Heading | Para | Facts | Table | Plot
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     # No "Software" metadata: matplotlib would put its web address inside the PNG.
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     return buffer.getvalue()
 
 
@@ -301,12 +312,13 @@ _LINE_PANELS = [  # (title, (label, key), second series on its own y axis or Non
 def _plot_lines(ax, steps: np.ndarray, metrics: list[dict], left, right) -> None:
     """One or two series on one panel; the second on its own y axis (their scales differ)."""
     handles = ax.plot(steps, _series(metrics, left[1]), color=AFTER_COLOR, label=left[0])
+    top = ax
     if right is not None and _has(_series(metrics, right[1])):
-        twin = ax.twinx()
+        top = ax.twinx()  # drawn over ax: the legend goes on it so no line crosses it
         values = _series(metrics, right[1])
-        handles += twin.plot(steps, values, color="#ea580c", linestyle="--", label=right[0])
-        twin.tick_params(labelsize=8)
-    ax.legend(handles=handles, fontsize=8, loc="best")
+        handles += top.plot(steps, values, color="#ea580c", linestyle="--", label=right[0])
+        top.tick_params(labelsize=8)
+    top.legend(handles=handles, fontsize=8, loc="best", framealpha=0.9)
 
 
 def _plot_reward(ax, steps: np.ndarray, metrics: list[dict]) -> None:
@@ -361,7 +373,7 @@ def _eval_scores(rows: list[dict], side: str, key: str) -> np.ndarray:
 
 def histogram_figure(rows: list[dict], keys: tuple[str, ...] = ("reward/total", "toxicity")):
     """Before/after histograms of each score in ``keys`` found in eval.jsonl, or None."""
-    present = [k for k in keys if len(_eval_scores(rows, "before", k))]
+    present = [k for k in keys if all(len(_eval_scores(rows, side, k)) for side in SIDES)]
     if not present:
         return None
     fig = Figure(figsize=(5.2 * len(present), 3.2), layout="constrained")
@@ -445,7 +457,8 @@ def training_section(run: RunData) -> list[Block]:
     blocks: list[Block] = [Heading("Training curves")]
     png = training_figure(run.metrics) if run.metrics else None
     if png is None:
-        return [*blocks, Para("No training metrics yet (metrics.jsonl is missing or empty).", True)]
+        missing = "No training metrics yet (metrics.jsonl is missing or empty)."
+        return [*blocks, Para(missing, note=True)]
     return [*blocks, Plot(png, f"Training curves over {len(run.metrics)} PPO steps")]
 
 
@@ -464,10 +477,6 @@ def training_samples_section(run: RunData) -> list[Block]:
     ]
     table = Table(["step", "prompt", "response", "reward"], rows, numeric={0, 3})
     return [Heading("Last training samples"), Para(f"The last {len(shown)} logged samples."), table]
-
-
-def _sort_key(x: object) -> float:
-    return float(x) if _is_number(x) else math.nan
 
 
 def _tone(metric: dict) -> str:
@@ -518,7 +527,9 @@ def metrics_table(summary: dict) -> Table:
 
 def toxicity_blocks(tox: dict | None) -> list[Block]:
     if not tox:
-        return [Para("No toxicity scorer was configured for evaluation (eval.toxicity).", True)]
+        return [
+            Para("No toxicity scorer was configured for evaluation (eval.toxicity).", note=True)
+        ]
     before, after = tox.get("before") or {}, tox.get("after") or {}
     rows = [
         [Cell(name), Cell(_num(before.get(key))), Cell(_num(after.get(key))), Cell(_pct(gain))]
@@ -535,7 +546,7 @@ def toxicity_blocks(tox: dict | None) -> list[Block]:
             f"Toxicity mean improved by {_pct(tox.get('improvement_mean'))} and its std by "
             f"{_pct(tox.get('improvement_std'))}, as (before − after) / before."
         ),
-        Table(columns, rows, numeric={1, 2}),
+        Table(columns, rows, numeric={1, 2, 3}, compact=True),
     ]
 
 
@@ -554,7 +565,7 @@ def diversity_kl_blocks(summary: dict) -> list[Block]:
     blocks: list[Block] = [Heading("Diversity and KL", 3)]
     if rows:
         columns = ["distinct-n", "before", "after", "difference"]
-        blocks.append(Table(columns, rows, numeric={1, 2, 3}))
+        blocks.append(Table(columns, rows, numeric={1, 2, 3}, compact=True))
     kl = summary.get("kl") or {}
     low, high = (kl.get("ci") or [None, None])[:2]
     blocks.append(
@@ -641,7 +652,8 @@ def samples_table(rows: list[dict]) -> Table:
 def side_by_side_section(run: RunData) -> list[Block]:
     blocks: list[Block] = [Heading("Side by side")]
     if not run.eval_rows:
-        return [*blocks, Para("No per-prompt evaluation rows yet (eval.jsonl is missing).", True)]
+        missing = "No per-prompt evaluation rows yet (eval.jsonl is missing)."
+        return [*blocks, Para(missing, note=True)]
     intro = (
         "Responses before and after training, largest reward gain first. "
         "Type to filter; click a column header to sort."
@@ -687,17 +699,20 @@ figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { color: var(--muted); font-size: 0.85rem; text-align: center; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
+table.compact { width: auto; min-width: 50%; }
 th, td { padding: 6px 10px; border-bottom: 1px solid var(--line); text-align: left;
          vertical-align: top; }
 th { background: #f9fafb; position: sticky; top: 0; cursor: pointer; user-select: none;
      white-space: nowrap; }
 th:hover { background: #eef2ff; }
-th.num, td[data-value] { text-align: right; font-variant-numeric: tabular-nums; }
+th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: 0.7em; }
 th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 0.7em; }
 tbody tr:hover { background: #f9fafb; }
 td { font-variant-numeric: tabular-nums; }
 td.text { white-space: pre-wrap; overflow-wrap: anywhere; min-width: 14em; max-width: 28em; }
+code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em;
+       background: #f3f4f6; padding: 1px 4px; border-radius: 4px; }
 td small { display: block; color: var(--muted);
            font-family: ui-monospace, Menlo, Consolas, monospace; }
 td.better { color: var(--good); font-weight: 600; }
@@ -717,7 +732,8 @@ _JS = """
   function value(row, col, numeric) {
     var cell = row.cells[col];
     if (!numeric) return cell.textContent.toLowerCase();
-    var x = parseFloat(cell.getAttribute("data-value"));
+    var raw = cell.getAttribute("data-value");
+    var x = parseFloat(raw === null ? cell.textContent : raw);
     return isNaN(x) ? -Infinity : x;
   }
   function sortBy(table, th, col) {

@@ -7,6 +7,7 @@ Sampling and scoring run in eval mode (no dropout, LoRA dropout included) under
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Callable
 
 import torch
@@ -45,6 +46,16 @@ def hf_generation_config(gen: GenerationConfig, max_new_tokens: int, pad_id: int
     )
 
 
+@dataclass
+class Sampled:
+    """Responses with what the sampling forward passes already computed for each token:
+    log pi_old (from the raw logits, before top-k/top-p) and V (from the last hidden state)."""
+
+    responses: list[torch.Tensor]  # each (len_i,)
+    logprobs: list[torch.Tensor] | None = None  # each (len_i,)
+    values: list[torch.Tensor] | None = None  # each (len_i,)
+
+
 def generate(
     lm: torch.nn.Module,
     queries: list[torch.Tensor],
@@ -54,28 +65,51 @@ def generate(
     lengths: list[int] | None = None,
     seq2seq: bool = False,
     max_new_tokens: int | None = None,
-) -> list[torch.Tensor]:
+    value_head: torch.nn.Module | None = None,
+) -> Sampled:
     """Sample one response per query, the whole batch at once.
 
     ``lengths`` caps each sample's response (classic per-sample LengthSampler): the batch
     is sampled to the longest and each response cut at its own length, which draws from
     the same distribution as sampling it alone. Everything after the first EOS is dropped
-    (the EOS itself is kept: the policy chose to stop).
+    (the EOS itself is kept: the policy chose to stop). With ``value_head``, the logprobs
+    and values of the sampled tokens are kept from the sampling passes, so the update needs
+    no second forward pass of the policy.
     """
     device = next(lm.parameters()).device
     longest = max(lengths) if lengths else (max_new_tokens or gen.max_new_tokens)
     input_ids = pad_left(queries, pad_id).to(device)
     attention_mask = pad_left([torch.ones_like(q) for q in queries], 0).to(device)
     config = hf_generation_config(gen, longest, pad_id, eos_ids)
+    keep = value_head is not None
     with eval_mode(lm), torch.inference_mode():
-        output = lm.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-    new_tokens = output[:, 1:] if seq2seq else output[:, input_ids.shape[1] :]  # drop decoder start
-    responses = []
+        output = lm.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+            return_dict_in_generate=True, output_logits=keep, output_hidden_states=keep,
+        )
+        new_tokens = output.sequences[:, 1:] if seq2seq else output.sequences[:, input_ids.shape[1] :]
+        if keep:
+            logprobs, values = _sampling_scores(output, new_tokens, value_head, seq2seq)
+    sampled = Sampled([], [] if keep else None, [] if keep else None)
     for i, row in enumerate(new_tokens.cpu()):
         limit = lengths[i] if lengths else longest
-        row = row[:limit]
-        responses.append(row[: end_of_response(row, eos_ids)].clone())
-    return responses
+        n = end_of_response(row[:limit], eos_ids)
+        sampled.responses.append(row[:n].clone())
+        if keep:
+            sampled.logprobs.append(logprobs[i, :n].cpu())
+            sampled.values.append(values[i, :n].cpu())
+    return sampled
+
+
+def _sampling_scores(output, new_tokens: torch.Tensor, value_head, seq2seq: bool):
+    """(B, T) logprobs of the sampled tokens under the raw logits, and (B, T) values."""
+    logits = torch.stack(output.logits, dim=1)  # (B, T, V), before any logits processor
+    logprobs = logprobs_from_logits(logits, new_tokens)
+    steps = output.decoder_hidden_states if seq2seq else output.hidden_states
+    hidden = torch.stack([layers[-1][:, -1] for layers in steps], dim=1)  # (B, T, H)
+    with eval_mode(value_head):
+        values = value_head(hidden).float()
+    return logprobs, values
 
 
 def end_of_response(tokens: torch.Tensor, eos_ids: list[int]) -> int:
@@ -119,22 +153,31 @@ def score(
     responses: list[torch.Tensor],
     pad_id: int,
     chunk_size: int,
+    sampled: Sampled | None = None,
 ) -> Rollout:
-    """Old logprobs, values and reference logprobs of given responses, in batched forwards."""
+    """Old logprobs, values and reference logprobs of given responses, in batched forwards.
+
+    When ``sampled`` carries the policy's logprobs and values from sampling, only the
+    reference runs a forward pass.
+    """
     device = next(module.parameters()).device
     batch = collate(queries, responses, pad_id, device)
+    width = batch["response_ids"].shape[1]
     logprobs, values, ref_logprobs = [], [], []
     with eval_mode(module), torch.inference_mode():
         for start in range(0, len(queries), chunk_size):
             chunk = trim_padding({k: v[start : start + chunk_size] for k, v in batch.items()})
-            width = batch["response_ids"].shape[1]
-            logits, chunk_values = module(**chunk)
-            logprobs.append(_pad_to(logprobs_from_logits(logits, chunk["response_ids"]), width))
-            values.append(_pad_to(chunk_values.float(), width))
+            if sampled is None:
+                logits, chunk_values = module(**chunk)
+                logprobs.append(_pad_to(logprobs_from_logits(logits, chunk["response_ids"]), width))
+                values.append(_pad_to(chunk_values.float(), width))
             with reference() as ref_lm:
                 ref_logits = reference_logits(module, ref_lm, chunk)
             ref_logprobs.append(_pad_to(logprobs_from_logits(ref_logits, chunk["response_ids"]), width))
     mask = batch["response_mask"]
+    if sampled is not None:
+        logprobs = [pad_right(sampled.logprobs, 0.0).to(device)]
+        values = [pad_right(sampled.values, 0.0).to(device)]
     return Rollout(
         query_ids=batch["query_ids"],
         query_mask=batch["query_mask"],

@@ -89,7 +89,7 @@ class PPOTrainer:
         torch.manual_seed(self.ppo.seed)
         self.policy = policy or load_policy(config.model, self.accelerator.device)
         self.tokenizer = self.policy.tokenizer
-        self.reward = reward
+        self.reward = reward if reward is not None else build_reward(config.reward)
         self.run = run_dir if self.is_main else None
         self.train_prompts, self.eval_prompts = load_prompts(config.data, self.tokenizer)
         params = [p for p in self.policy.module.parameters() if p.requires_grad]
@@ -101,6 +101,7 @@ class PPOTrainer:
         self.pad_id = self.tokenizer.pad_token_id
         self._timings: dict[str, float] = {}
         self._stop_requested = False
+        self._sampled: tuple | None = None  # the last generate(): its logprobs and values
         self.parameters = count_parameters(self.policy)
 
     # -- the classic API -------------------------------------------------------------
@@ -140,10 +141,13 @@ class PPOTrainer:
             lengths = [int(length_sampler()) for _ in queries]
         if lengths is None and gen.response_tokens is not None:
             lengths = sample_lengths(gen.response_tokens, len(queries), self.ppo.seed, self.step_count)
-        lm = self.accelerator.unwrap_model(self.model).lm
-        responses = rollout_lib.generate(
-            lm, queries, gen, self.pad_id, self.eos_ids, lengths, self.policy.seq2seq
+        module = self.accelerator.unwrap_model(self.model)
+        sampled = rollout_lib.generate(
+            module.lm, queries, gen, self.pad_id, self.eos_ids, lengths, self.policy.seq2seq,
+            value_head=module.v_head,
         )
+        self._sampled = (queries, sampled)
+        responses = sampled.responses
         self._timings["rollout"] = self._timings.get("rollout", 0.0) + time.perf_counter() - start
         if return_prompt and not self.policy.seq2seq:
             return [torch.cat([q, r]) for q, r in zip(queries, responses, strict=True)]
@@ -237,8 +241,6 @@ class PPOTrainer:
 
     def train(self, progress=None) -> list[dict[str, float]]:
         """Run ``ppo.steps`` steps: generate, score with the recipe's reward, step, log, save."""
-        if self.reward is None:
-            self.reward = build_reward(self.config.reward)
         history = []
         with _graceful_interrupt(self):
             for batch in self.dataloader:
@@ -311,7 +313,22 @@ class PPOTrainer:
             raise RewardtuneError("step(): every response needs at least one token")
         chunk = max(self.ppo.mini_batch_size, 16)
         module = self.accelerator.unwrap_model(self.model)
-        return rollout_lib.score(module, self.policy.reference, queries, responses, self.pad_id, chunk)
+        sampled = self._reusable_sample(queries, responses)
+        return rollout_lib.score(
+            module, self.policy.reference, queries, responses, self.pad_id, chunk, sampled
+        )
+
+    def _reusable_sample(self, queries, responses) -> rollout_lib.Sampled | None:
+        """The last generate()'s logprobs and values, if step() got exactly what it sampled
+        (and the weights have not moved since)."""
+        cached, self._sampled = self._sampled, None
+        if cached is None:
+            return None
+        old_queries, sampled = cached
+        same = len(old_queries) == len(queries) and all(
+            torch.equal(a, b) for a, b in zip(old_queries + sampled.responses, queries + responses, strict=True)
+        )
+        return sampled if same else None
 
     def _update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
         """``ppo_epochs`` passes over shuffled minibatches of this process's samples."""

@@ -1,0 +1,47 @@
+"""Python rewards for fault-injection tests (loaded by path from recipes)."""
+
+import os
+import signal
+
+
+def _count_call() -> int:
+    """Counts calls across a process in the file $RT_COUNTER; returns this call's number."""
+    path = os.environ["RT_COUNTER"]
+    n = int(open(path).read()) + 1 if os.path.exists(path) else 1
+    with open(path, "w") as f:
+        f.write(str(n))
+    return n
+
+
+def length_reward(prompts, responses):
+    """Longer responses score more; kills its own process at call $RT_KILL_AT (kill -9)."""
+    if "RT_COUNTER" in os.environ:
+        n = _count_call()
+        if n == int(os.environ.get("RT_KILL_AT", "0")):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if n == int(os.environ.get("RT_SLOW_AT", "0")):
+            import time
+
+            time.sleep(float(os.environ.get("RT_SLOW_S", "5")))
+    return [len(r) / 10 for r in responses]
+
+
+def nan_reward(prompts, responses):
+    """NaN for the first response from call $RT_NAN_AT on."""
+    n = _count_call()
+    scores = [len(r) / 10 for r in responses]
+    if n >= int(os.environ["RT_NAN_AT"]):
+        scores[0] = float("nan")
+    return scores
+
+
+def string_reward(prompts, responses):
+    return ["good" for _ in responses]
+
+
+def short_reward(prompts, responses):
+    return [1.0]
+
+
+def raising_reward(prompts, responses):
+    raise ConnectionError("reward server unreachable")
