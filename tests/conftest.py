@@ -55,7 +55,13 @@ def policy_tokenizer():
     """pad=0, eos=1 (T5's convention), then unk, bos and chat markers."""
     specials = ["<pad>", "</s>", "<unk>", "<s>", "<|im_start|>", "<|im_end|>"]
     tok = build_tokenizer(
-        specials, 400, CORPUS, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", bos_token="<s>"
+        specials,
+        400,
+        CORPUS,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        bos_token="<s>",
     )
     tok.chat_template = CHAT_TEMPLATE
     tok.model_max_length = 256
@@ -74,9 +80,17 @@ def make_llama(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tok = policy_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        pad_token_id=0, eos_token_id=1, bos_token_id=3, tie_word_embeddings=False,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=3,
+        tie_word_embeddings=False,
     )
     return save(LlamaForCausalLM(config), tok, folder)
 
@@ -87,8 +101,14 @@ def make_gpt2(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tok = policy_tokenizer()
     config = GPT2Config(
-        vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=256,
-        pad_token_id=0, eos_token_id=1, bos_token_id=3,
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=3,
     )
     return save(GPT2LMHeadModel(config), tok, folder)
 
@@ -99,8 +119,16 @@ def make_t5(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tok = policy_tokenizer()
     config = T5Config(
-        vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_decoder_layers=2,
-        num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=len(tok),
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     return save(T5ForConditionalGeneration(config), tok, folder)
 
@@ -112,15 +140,30 @@ def make_classifier(folder: Path, labels: tuple[str, str], seed: int = 0) -> Pat
     torch.manual_seed(seed)
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tok = build_tokenizer(
-        specials, 300, [c.upper() + " " + c for c in CORPUS[:10]] * 5,
-        bos_token="<s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>",
-        cls_token="<s>", sep_token="</s>",
+        specials,
+        300,
+        [c.upper() + " " + c for c in CORPUS[:10]] * 5,
+        bos_token="<s>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
     )
     tok.model_max_length = 64
     config = RobertaConfig(
-        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=66, pad_token_id=1, bos_token_id=0,
-        eos_token_id=2, num_labels=2, id2label=dict(enumerate(labels)),
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=2,
+        id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
     )
     return save(RobertaForSequenceClassification(config), tok, folder)
@@ -183,10 +226,16 @@ def tiny_overrides(model: Path, prompts: Path, steps: int = 2, **extra) -> list[
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python -m rewardtune ARGS` in a subprocess, as a user runs it."""
     full_env = os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"} | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "rewardtune", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=ROOT,
     )

@@ -4,7 +4,6 @@ no traceback, and nothing previously written is altered."""
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -21,34 +20,62 @@ def set_args(overrides):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_llama, prompts_file, hate_classifier):
     """Files the cases point at: recipes, data files, a finished run, a foreign adapter."""
     root = tmp_path_factory.mktemp("bad")
-    (root / "ok.yaml").write_text(yaml.safe_dump({"reward": [{"type": "vader"}], "eval": {"enabled": False}}))
+    (root / "ok.yaml").write_text(
+        yaml.safe_dump({"reward": [{"type": "vader"}], "eval": {"enabled": False}})
+    )
     (root / "notyaml.yaml").write_text("model: [unclosed\n  reward: {")
     (root / "list.yaml").write_text("- just\n- a list\n")
     (root / "bad.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
     (root / "nottext.jsonl").write_text('{"prompt": "a"}\n')
     (root / "fake.gguf").write_bytes(b"NOPE" + b"\0" * 64)
     (root / "empty.txt").write_text("\n\n")
-    for name, fn in [("strings", "string_reward"), ("count", "short_reward"), ("raises", "raising_reward")]:
-        (root / f"{name}.yaml").write_text(yaml.safe_dump(
-            {"reward": [{"type": "python", "function": f"{REWARDS}:{fn}"}], "eval": {"enabled": False}}))
-    (root / "label.yaml").write_text(yaml.safe_dump(
-        {"reward": [{"type": "classifier", "model": str(hate_classifier), "label": "toxic"}], "eval": {"enabled": False}}))
+    for name, fn in [
+        ("strings", "string_reward"),
+        ("count", "short_reward"),
+        ("raises", "raising_reward"),
+    ]:
+        (root / f"{name}.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "reward": [{"type": "python", "function": f"{REWARDS}:{fn}"}],
+                    "eval": {"enabled": False},
+                }
+            )
+        )
+    (root / "label.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "reward": [{"type": "classifier", "model": str(hate_classifier), "label": "toxic"}],
+                "eval": {"enabled": False},
+            }
+        )
+    )
     gpt2 = make_gpt2(root / "gpt2")
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    get_peft_model(AutoModelForCausalLM.from_pretrained(gpt2), LoraConfig(r=2, target_modules=["c_attn"])).save_pretrained(root / "gpt2-adapter")
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(gpt2), LoraConfig(r=2, target_modules=["c_attn"])
+    ).save_pretrained(root / "gpt2-adapter")
     run = root / "run"
-    result = run_cli("train", str(root / "ok.yaml"), "--run-dir", str(run),
-                     *set_args(tiny_overrides(tiny_llama, prompts_file, steps=2, **{"eval.enabled": "true"})))
+    result = run_cli(
+        "train",
+        str(root / "ok.yaml"),
+        "--run-dir",
+        str(run),
+        *set_args(tiny_overrides(tiny_llama, prompts_file, steps=2, **{"eval.enabled": "true"})),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     broken = root / "broken-run"
     shutil.copytree(run, broken)
@@ -59,8 +86,14 @@ def world(tmp_path_factory, tiny_llama, prompts_file, hate_classifier):
     shutil.rmtree(unfinished / "final")
     (root / "merged").mkdir()
     (root / "merged" / "keep.txt").write_text("mine")
-    return {"root": root, "model": tiny_llama, "prompts": prompts_file, "run": run, "broken": broken,
-            "unfinished": unfinished}
+    return {
+        "root": root,
+        "model": tiny_llama,
+        "prompts": prompts_file,
+        "run": run,
+        "broken": broken,
+        "unfinished": unfinished,
+    }
 
 
 T = "train {root}/ok.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}"
@@ -87,24 +120,51 @@ CASES = {
     # model
     "GGUF that is not GGUF": (T + " --set model.name={root}/fake.gguf", "not a GGUF file"),
     "model path missing": (T + " --set model.name=./no/such/model", "does not exist"),
-    "adapter of another architecture": (T + " --set model.adapter={root}/gpt2-adapter", "does not fit this model"),
+    "adapter of another architecture": (
+        T + " --set model.adapter={root}/gpt2-adapter",
+        "does not fit this model",
+    ),
     "adapter folder without config": (T + " --set model.adapter={root}", "no adapter_config.json"),
     "4bit without CUDA": (T + " --set model.quantization=4bit", "needs a CUDA GPU"),
     # reward
-    "reward module missing": (T + " --set reward.0.type=python --set reward.0.function=nosuch.mod:fn", "cannot be imported"),
-    "reward file function missing": (T + f" --set reward.0.type=python --set reward.0.function={REWARDS}:nope", "has no function 'nope'"),
-    "reward returns strings": ("train {root}/strings.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}", "scores must be numbers"),
-    "reward wrong count": ("train {root}/count.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}", "returned 1 scores for 4 responses"),
-    "reward raises": ("train {root}/raises.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}", "reward server unreachable"),
-    "label not in classifier": ("train {root}/label.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}", "'nothate', 'hate'"),
+    "reward module missing": (
+        T + " --set reward.0.type=python --set reward.0.function=nosuch.mod:fn",
+        "cannot be imported",
+    ),
+    "reward file function missing": (
+        T + f" --set reward.0.type=python --set reward.0.function={REWARDS}:nope",
+        "has no function 'nope'",
+    ),
+    "reward returns strings": (
+        "train {root}/strings.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}",
+        "scores must be numbers",
+    ),
+    "reward wrong count": (
+        "train {root}/count.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}",
+        "returned 1 scores for 4 responses",
+    ),
+    "reward raises": (
+        "train {root}/raises.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}",
+        "reward server unreachable",
+    ),
+    "label not in classifier": (
+        "train {root}/label.yaml --run-dir {new} --set model.name={model} --set data.source={prompts}",
+        "'nothate', 'hate'",
+    ),
     # runs and checkpoints
     "run dir exists": ("train {root}/ok.yaml --run-dir {run}", "already exists; add --resume"),
     "resume of a non-run": ("train --resume {root}", "not a rewardtune run directory"),
     "checkpoint missing a file": ("train --resume {broken}", "missing optimizer.pt"),
-    "evaluate unknown checkpoint": ("evaluate {run} --checkpoint step-99", "checkpoint 'step-99' not found"),
+    "evaluate unknown checkpoint": (
+        "evaluate {run} --checkpoint step-99",
+        "checkpoint 'step-99' not found",
+    ),
     "evaluate run without final": ("evaluate {unfinished}", "no final/"),
     "generate run without final": ("generate {unfinished} --prompt hi", "no final/"),
-    "generate empty prompt file": ("generate {model} --prompt-file {root}/empty.txt", "has no prompts"),
+    "generate empty prompt file": (
+        "generate {model} --prompt-file {root}/empty.txt",
+        "has no prompts",
+    ),
     "merge into non-empty dir": ("merge {run} {root}/merged", "not empty"),
     "unknown CLI option": ("train --no-such-flag", "No such option"),
 }
@@ -116,8 +176,19 @@ def test_bad_input_exits_2_with_one_clear_line(case, world, tiny_llama, prompts_
     before = {k: snapshot(world[k]) for k in ("run", "broken", "unfinished")}
     new = world["root"] / ("new-" + case.replace(" ", "-"))
     args = template.format(**world, new=new).split()
-    small = set_args(["ppo.batch_size=4", "ppo.mini_batch_size=2", "ppo.steps=1", "data.eval_fraction=0.2",
-                      "generation.max_new_tokens=4"]) if args[0] == "train" and "--resume" not in args else []
+    small = (
+        set_args(
+            [
+                "ppo.batch_size=4",
+                "ppo.mini_batch_size=2",
+                "ppo.steps=1",
+                "data.eval_fraction=0.2",
+                "generation.max_new_tokens=4",
+            ]
+        )
+        if args[0] == "train" and "--resume" not in args
+        else []
+    )
     result = run_cli(*args[:2], *small, *args[2:])  # the case's own --set flags win
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-3000:]

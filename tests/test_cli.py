@@ -11,13 +11,37 @@ import yaml
 
 from conftest import run_cli, tiny_overrides
 
-RUN_FILES = ["config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints", "final", "eval.json",
-             "eval.jsonl", "report.html", "report.md", "run_info.json"]
-STAT_NAMES = ["objective/kl", "objective/kl_coef", "objective/entropy", "env/reward_mean",
-              "env/reward_std", "ppo/returns/mean", "ppo/policy/advantages_mean", "ppo/loss/policy",
-              "ppo/loss/value", "ppo/policy/clipfrac", "ppo/policy/approxkl", "ppo/val/vpred",
-              "time/rollout", "time/reward", "time/update", "throughput/samples_per_s",
-              "throughput/tokens_per_s"]
+RUN_FILES = [
+    "config.yaml",
+    "metrics.jsonl",
+    "samples.jsonl",
+    "checkpoints",
+    "final",
+    "eval.json",
+    "eval.jsonl",
+    "report.html",
+    "report.md",
+    "run_info.json",
+]
+STAT_NAMES = [
+    "objective/kl",
+    "objective/kl_coef",
+    "objective/entropy",
+    "env/reward_mean",
+    "env/reward_std",
+    "ppo/returns/mean",
+    "ppo/policy/advantages_mean",
+    "ppo/loss/policy",
+    "ppo/loss/value",
+    "ppo/policy/clipfrac",
+    "ppo/policy/approxkl",
+    "ppo/val/vpred",
+    "time/rollout",
+    "time/reward",
+    "time/update",
+    "throughput/samples_per_s",
+    "throughput/tokens_per_s",
+]
 
 
 def set_args(overrides: list[str]) -> list[str]:
@@ -27,18 +51,29 @@ def set_args(overrides: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     path = tmp_path_factory.mktemp("recipe") / "tiny.yaml"
-    path.write_text(yaml.safe_dump({
-        "reward": [{"type": "vader", "input": "response"}, {"type": "profanity", "weight": 0.5}],
-        "eval": {"toxicity": {"type": "profanity"}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "reward": [
+                    {"type": "vader", "input": "response"},
+                    {"type": "profanity", "weight": 0.5},
+                ],
+                "eval": {"toxicity": {"type": "profanity"}},
+            }
+        )
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, recipe, tiny_llama, prompts_file):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    overrides = tiny_overrides(tiny_llama, prompts_file, steps=3, **{"ppo.learning_rate": 1e-2,
-                               "model.lora.target_modules": "[q_proj,v_proj,lm_head]"})
+    overrides = tiny_overrides(
+        tiny_llama,
+        prompts_file,
+        steps=3,
+        **{"ppo.learning_rate": 1e-2, "model.lora.target_modules": "[q_proj,v_proj,lm_head]"},
+    )
     result = run_cli("train", str(recipe), "--run-dir", str(run_dir), *set_args(overrides))
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
@@ -47,12 +82,16 @@ def trained_run(tmp_path_factory, recipe, tiny_llama, prompts_file):
 def test_train_writes_every_file_of_the_run_directory(trained_run):
     for name in RUN_FILES:
         assert (trained_run / name).exists(), name
-    metrics = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [m["step"] for m in metrics] == [0, 1, 2]
     for name in STAT_NAMES + ["env/reward/vader", "env/reward/profanity"]:
         assert name in metrics[-1], name
         assert math.isfinite(metrics[-1][name]), name
-    samples = [json.loads(line) for line in (trained_run / "samples.jsonl").read_text().splitlines()]
+    samples = [
+        json.loads(line) for line in (trained_run / "samples.jsonl").read_text().splitlines()
+    ]
     assert len(samples) == 3 * 4 and {"prompt", "response", "reward"} <= set(samples[0])
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == ["step-2", "step-3"]
 
@@ -74,8 +113,15 @@ def test_final_reloads_with_transformers_and_peft_and_generates(trained_run, tin
 def test_eval_json_has_every_metric_finite(trained_run):
     summary = json.loads((trained_run / "eval.json").read_text())
     names = {m["name"] for m in summary["metrics"]}
-    assert {"reward/total", "reward/vader", "reward/profanity", "toxicity", "toxicity/flagged",
-            "perplexity", "length"} <= names
+    assert {
+        "reward/total",
+        "reward/vader",
+        "reward/profanity",
+        "toxicity",
+        "toxicity/flagged",
+        "perplexity",
+        "length",
+    } <= names
     for m in summary["metrics"]:
         values = [m["before"]["mean"], m["after"]["mean"], m["diff"], *m["ci"]]
         assert all(math.isfinite(v) for v in values), m["name"]
@@ -105,8 +151,9 @@ def test_evaluate_command_on_a_checkpoint(trained_run):
 
 def test_generate_streams_from_base_model_and_final(trained_run, tiny_llama):
     for target in (str(tiny_llama), str(trained_run), str(trained_run / "final")):
-        result = run_cli("generate", target, "--prompt", "the movie was", "--n", "2",
-                         "--max-new-tokens", "4")
+        result = run_cli(
+            "generate", target, "--prompt", "the movie was", "--n", "2", "--max-new-tokens", "4"
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.count(">>> the movie was") == 2
 
@@ -120,8 +167,9 @@ def test_merge_reloads_without_peft_and_matches_adapter_logits(trained_run, tiny
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
-    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                                        trained_run / "final").eval()
+    adapter = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_llama), trained_run / "final"
+    ).eval()
     ids = torch.tensor([[3, 20, 30, 40, 50, 60]])
     with torch.no_grad():
         diff = (merged(ids).logits - adapter(ids).logits).abs().max().item()

@@ -23,11 +23,18 @@ def learning_config(tmp_path, tiny_llama, prompts_file):
     recipe = tmp_path / "learn.yaml"
     recipe.write_text(yaml.safe_dump({"reward": [{"type": "vader"}]}))
     overrides = tiny_overrides(
-        tiny_llama, prompts_file, steps=30,
+        tiny_llama,
+        prompts_file,
+        steps=30,
         **{
-            "ppo.batch_size": 16, "ppo.mini_batch_size": 8, "ppo.ppo_epochs": 2,
-            "ppo.learning_rate": 1e-2, "ppo.init_kl_coef": 0.01, "generation.max_new_tokens": 8,
-            "model.lora.alpha": 32, "model.lora.target_modules": "[q_proj,v_proj,lm_head]",
+            "ppo.batch_size": 16,
+            "ppo.mini_batch_size": 8,
+            "ppo.ppo_epochs": 2,
+            "ppo.learning_rate": 1e-2,
+            "ppo.init_kl_coef": 0.01,
+            "generation.max_new_tokens": 8,
+            "model.lora.alpha": 32,
+            "model.lora.target_modules": "[q_proj,v_proj,lm_head]",
         },
     )
     return load_config(str(recipe), overrides)

@@ -27,17 +27,25 @@ def set_args(overrides):
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     path = tmp_path_factory.mktemp("recipe") / "resume.yaml"
-    path.write_text(yaml.safe_dump({
-        "reward": [{"type": "python", "function": f"{REWARDS}:length_reward"}],
-        "eval": {"enabled": False},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "reward": [{"type": "python", "function": f"{REWARDS}:length_reward"}],
+                "eval": {"enabled": False},
+            }
+        )
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def args(recipe, tiny_llama, prompts_file):
-    overrides = tiny_overrides(tiny_llama, prompts_file, steps=6, **{"ppo.learning_rate": 1e-2,
-                               "ppo.ppo_epochs": 2, "model.lora.dropout": 0.1})
+    overrides = tiny_overrides(
+        tiny_llama,
+        prompts_file,
+        steps=6,
+        **{"ppo.learning_rate": 1e-2, "ppo.ppo_epochs": 2, "model.lora.dropout": 0.1},
+    )
     return ["train", str(recipe), *set_args(overrides)]
 
 
@@ -61,7 +69,10 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         assert (wa[key] == wb[key]).all(), f"{key} differs"
-    va, vb = load_file(a / "final" / "value_head.safetensors"), load_file(b / "final" / "value_head.safetensors")
+    va, vb = (
+        load_file(a / "final" / "value_head.safetensors"),
+        load_file(b / "final" / "value_head.safetensors"),
+    )
     assert all((va[k] == vb[k]).all() for k in va)
 
 
@@ -70,7 +81,9 @@ def test_kill_9_in_step_4_then_resume_reproduces_the_straight_run(tmp_path, args
     env = {"RT_COUNTER": str(tmp_path / "calls"), "RT_KILL_AT": "4"}
     killed = run_cli(*args, "--run-dir", str(run), env=env)
     assert killed.returncode == -signal.SIGKILL
-    assert [p.name for p in sorted((run / "checkpoints").iterdir()) if p.name.startswith("step")] == ["step-2", "step-3"]
+    assert [
+        p.name for p in sorted((run / "checkpoints").iterdir()) if p.name.startswith("step")
+    ] == ["step-2", "step-3"]
     assert len(stable_metrics(run)) == 3
     resumed = run_cli("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -78,7 +91,9 @@ def test_kill_9_in_step_4_then_resume_reproduces_the_straight_run(tmp_path, args
     assert_same_run(straight_run, run)
 
 
-def test_crash_between_checkpoint_write_and_rename_keeps_previous_checkpoint(tmp_path, args, straight_run, monkeypatch):
+def test_crash_between_checkpoint_write_and_rename_keeps_previous_checkpoint(
+    tmp_path, args, straight_run, monkeypatch
+):
     """Run in-process; the third checkpoint's fsync (after writing, before rename) fails."""
     import rewardtune.runs as runs
     from rewardtune.cli import app
@@ -99,7 +114,9 @@ def test_crash_between_checkpoint_write_and_rename_keeps_previous_checkpoint(tmp
         app([*args[:2], "--run-dir", str(run), *args[2:]], standalone_mode=False)
     done = runs.RunDir(run).checkpoints()
     assert [p.name for p in done] == ["step-1", "step-2"]
-    assert list((run / "checkpoints").glob(".tmp-step-3-*")), "the half-written checkpoint is left aside"
+    assert list((run / "checkpoints").glob(".tmp-step-3-*")), (
+        "the half-written checkpoint is left aside"
+    )
     monkeypatch.setattr(runs, "fsync_tree", real)
     resumed = run_cli("train", "--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -108,10 +125,21 @@ def test_crash_between_checkpoint_write_and_rename_keeps_previous_checkpoint(tmp
 
 def test_sigint_finishes_the_step_checkpoints_and_exits_130(tmp_path, args, straight_run):
     run = tmp_path / "interrupted"
-    env = os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200", "RT_COUNTER": str(tmp_path / "calls"),
-                        "RT_SLOW_AT": "2", "RT_SLOW_S": "4"}
-    proc = subprocess.Popen([sys.executable, "-m", "rewardtune", *args, "--run-dir", str(run)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = os.environ | {
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+        "RT_COUNTER": str(tmp_path / "calls"),
+        "RT_SLOW_AT": "2",
+        "RT_SLOW_S": "4",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rewardtune", *args, "--run-dir", str(run)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "calls").exists():
         time.sleep(0.1)
@@ -134,15 +162,30 @@ def runs_checkpoints(run: Path):
 
 
 @pytest.mark.parametrize("skip", [False, True])
-def test_nan_reward_stops_the_run_or_is_skipped_and_counted(tmp_path, recipe, tiny_llama, prompts_file, skip):
+def test_nan_reward_stops_the_run_or_is_skipped_and_counted(
+    tmp_path, recipe, tiny_llama, prompts_file, skip
+):
     path = tmp_path / "nan.yaml"
-    path.write_text(yaml.safe_dump({
-        "reward": [{"type": "python", "function": f"{REWARDS}:nan_reward"}], "eval": {"enabled": False}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "reward": [{"type": "python", "function": f"{REWARDS}:nan_reward"}],
+                "eval": {"enabled": False},
+            }
+        )
+    )
     run = tmp_path / "run"
-    overrides = tiny_overrides(tiny_llama, prompts_file, steps=4,
-                               **{"ppo.skip_nonfinite_rewards": str(skip).lower()})
-    result = run_cli("train", str(path), "--run-dir", str(run), *set_args(overrides),
-                     env={"RT_COUNTER": str(tmp_path / "calls"), "RT_NAN_AT": "3"})
+    overrides = tiny_overrides(
+        tiny_llama, prompts_file, steps=4, **{"ppo.skip_nonfinite_rewards": str(skip).lower()}
+    )
+    result = run_cli(
+        "train",
+        str(path),
+        "--run-dir",
+        str(run),
+        *set_args(overrides),
+        env={"RT_COUNTER": str(tmp_path / "calls"), "RT_NAN_AT": "3"},
+    )
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     if skip:
         assert result.returncode == 0, result.stderr[-3000:]

@@ -27,10 +27,22 @@ def test_sampling_logprobs_and_values_match_a_separate_forward_pass(policy):
     module = policy.module
     gen = GenerationConfig(max_new_tokens=7)
     qs = queries(policy)
-    sampled = rollout.generate(module.lm, qs, gen, policy.tokenizer.pad_token_id, [1], None,
-                               policy.seq2seq, value_head=module.v_head)
-    fresh = rollout.score(module, policy.reference, qs, sampled.responses, policy.tokenizer.pad_token_id, 16)
-    kept = rollout.score(module, policy.reference, qs, sampled.responses, policy.tokenizer.pad_token_id, 16, sampled)
+    sampled = rollout.generate(
+        module.lm,
+        qs,
+        gen,
+        policy.tokenizer.pad_token_id,
+        [1],
+        None,
+        policy.seq2seq,
+        value_head=module.v_head,
+    )
+    fresh = rollout.score(
+        module, policy.reference, qs, sampled.responses, policy.tokenizer.pad_token_id, 16
+    )
+    kept = rollout.score(
+        module, policy.reference, qs, sampled.responses, policy.tokenizer.pad_token_id, 16, sampled
+    )
     torch.testing.assert_close(kept.logprobs, fresh.logprobs, atol=1e-5, rtol=0)
     torch.testing.assert_close(kept.values, fresh.values, atol=1e-5, rtol=0)
     assert torch.equal(kept.ref_logprobs, fresh.ref_logprobs)
@@ -42,8 +54,15 @@ def test_per_sample_lengths_cap_each_response(policy):
     torch.manual_seed(0)
     gen = GenerationConfig(max_new_tokens=20)
     lengths = [2, 5, 9]
-    sampled = rollout.generate(policy.module.lm, queries(policy), gen, policy.tokenizer.pad_token_id,
-                               [10**6], lengths, policy.seq2seq)
+    sampled = rollout.generate(
+        policy.module.lm,
+        queries(policy),
+        gen,
+        policy.tokenizer.pad_token_id,
+        [10**6],
+        lengths,
+        policy.seq2seq,
+    )
     assert [len(r) for r in sampled.responses] == lengths
 
 
@@ -58,9 +77,15 @@ def test_batched_sampling_equals_sampling_alone_for_greedy_decoding(policy):
     gen = GenerationConfig(max_new_tokens=6, do_sample=False)
     qs = queries(policy)
     pad = policy.tokenizer.pad_token_id
-    together = rollout.generate(policy.module.lm, qs, gen, pad, [10**6], None, policy.seq2seq).responses
-    alone = [rollout.generate(policy.module.lm, [q], gen, pad, [10**6], None, policy.seq2seq).responses[0]
-             for q in qs]
+    together = rollout.generate(
+        policy.module.lm, qs, gen, pad, [10**6], None, policy.seq2seq
+    ).responses
+    alone = [
+        rollout.generate(policy.module.lm, [q], gen, pad, [10**6], None, policy.seq2seq).responses[
+            0
+        ]
+        for q in qs
+    ]
     for a, b in zip(together, alone, strict=True):
         assert torch.equal(a, b), "left padding changed what the model generates"
 

@@ -67,10 +67,17 @@ def config(
 
 @app.command()
 def train(
-    recipe: Annotated[str | None, typer.Argument(help="Shipped recipe name or YAML path (default: smollm2-detox).")] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Argument(help="Shipped recipe name or YAML path (default: smollm2-detox)."),
+    ] = None,
     set_: SetOption = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Run directory (default: run.dir of the recipe).")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue this run from its newest checkpoint.")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: run.dir of the recipe).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run from its newest checkpoint.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
 ) -> None:
     """Train a policy with PPO, then evaluate it and write the report."""
@@ -108,8 +115,11 @@ def train(
         with _progress(accelerator, cfg.ppo.steps, trainer.step_count) as update:
             trainer.train(progress=update)
     except Interrupted:
-        _say(accelerator, f"interrupted: checkpoint saved at step {trainer.step_count}. Resume with:\n"
-             f"  rewardtune train --resume {path}")
+        _say(
+            accelerator,
+            f"interrupted: checkpoint saved at step {trainer.step_count}. Resume with:\n"
+            f"  rewardtune train --resume {path}",
+        )
         accelerator.end_training()
         raise typer.Exit(130) from None
     wall = time.time() - started
@@ -148,7 +158,11 @@ def _accelerator(cfg, path: Path):
         project_dir=str(path),
     )
     if trackers:
-        flat = {k: v for k, v in _flatten(cfg.model_dump(mode="json")).items() if isinstance(v, int | float | str | bool)}
+        flat = {
+            k: v
+            for k, v in _flatten(cfg.model_dump(mode="json")).items()
+            if isinstance(v, int | float | str | bool)
+        }
         accelerator.init_trackers("rewardtune", config=flat)
     return accelerator
 
@@ -233,15 +247,23 @@ def _evaluate_and_report(trainer, path: Path) -> None:
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    prompts: Annotated[int | None, typer.Option(help="How many held-out prompts (default: eval.prompts).")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="Evaluate checkpoints/step-N instead of final/.")] = None,
-    prompt_file: Annotated[Path | None, typer.Option(help="Evaluate on these prompts (one per line, or jsonl).")] = None,
+    prompts: Annotated[
+        int | None, typer.Option(help="How many held-out prompts (default: eval.prompts).")
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Evaluate checkpoints/step-N instead of final/.")
+    ] = None,
+    prompt_file: Annotated[
+        Path | None, typer.Option(help="Evaluate on these prompts (one per line, or jsonl).")
+    ] = None,
 ) -> None:
     """Before/after evaluation of a run on held-out prompts, with bootstrap CIs."""
     from rewardtune.evaluate import evaluate_run, print_summary
 
     _quiet_libraries()
-    summary = evaluate_run(run_dir, n_prompts=prompts, checkpoint=checkpoint, prompt_file=prompt_file)
+    summary = evaluate_run(
+        run_dir, n_prompts=prompts, checkpoint=checkpoint, prompt_file=prompt_file
+    )
     print_summary(summary, console)
 
 
@@ -258,7 +280,9 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
 
 @app.command()
 def generate(
-    model: Annotated[str, typer.Argument(help="A base model, a run directory, its final/ or a checkpoint.")],
+    model: Annotated[
+        str, typer.Argument(help="A base model, a run directory, its final/ or a checkpoint.")
+    ],
     prompt: Annotated[str | None, typer.Option(help="One prompt.")] = None,
     prompt_file: Annotated[Path | None, typer.Option(help="Prompts, one per line.")] = None,
     chat: Annotated[bool, typer.Option(help="Apply the tokenizer's chat template.")] = False,
@@ -320,7 +344,9 @@ def main() -> None:
         import click
 
         if isinstance(err, click.exceptions.ClickException):
-            console.print(f"error: {err.format_message()}", highlight=False, markup=False, soft_wrap=True)
+            console.print(
+                f"error: {err.format_message()}", highlight=False, markup=False, soft_wrap=True
+            )
             sys.exit(2)
         raise
 

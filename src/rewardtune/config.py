@@ -244,7 +244,11 @@ class Config(Section):
 def shipped_recipes() -> dict[str, Path]:
     """Name -> path of every recipe shipped in the package."""
     folder = resources.files("rewardtune") / "recipes"
-    return {p.name.removesuffix(".yaml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+    return {
+        p.name.removesuffix(".yaml"): Path(str(p))
+        for p in folder.iterdir()
+        if p.name.endswith(".yaml")
+    }
 
 
 def recipe_path(recipe: str | None) -> Path:
@@ -272,7 +276,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f" (line {line + 1})" if line is not None else ""
         raise RewardtuneError(f"recipe {path} is not valid YAML{where}: fix the syntax") from err
     if not isinstance(data, dict):
-        raise RewardtuneError(f"recipe {path} must be a YAML mapping of sections (model:, ppo:, ...)")
+        raise RewardtuneError(
+            f"recipe {path} must be a YAML mapping of sections (model:, ppo:, ...)"
+        )
     return data
 
 

@@ -13,12 +13,22 @@ import numpy as np
 from rewardtune.config import DataConfig
 from rewardtune.types import Prompt, RewardtuneError
 
-LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+LOCAL_SUFFIXES = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".txt": "text",
+}
 
 
 def shipped_prompt_sets() -> dict[str, Path]:
     folder = resources.files("rewardtune") / "prompts"
-    return {p.name.removesuffix(".txt"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".txt")}
+    return {
+        p.name.removesuffix(".txt"): Path(str(p))
+        for p in folder.iterdir()
+        if p.name.endswith(".txt")
+    }
 
 
 def read_rows(cfg: DataConfig) -> list[dict]:
@@ -34,7 +44,9 @@ def read_rows(cfg: DataConfig) -> list[dict]:
             return _read_text(path)
         if path.suffix == ".jsonl":
             return _read_jsonl(path)
-        return _load_with_datasets(LOCAL_SUFFIXES[path.suffix], str(path), cfg.split, data_files=str(path))
+        return _load_with_datasets(
+            LOCAL_SUFFIXES[path.suffix], str(path), cfg.split, data_files=str(path)
+        )
     if cfg.source.startswith((".", "/", "~")):
         raise RewardtuneError(
             f"data.source: {cfg.source} is not a shipped set ({', '.join(sorted(shipped))}) or a "
@@ -121,7 +133,9 @@ def tokenize_prompt(text: str, tokenizer, chat: bool, query_len: int | None) -> 
         text = tokenizer.decode(ids, skip_special_tokens=True)
     if chat:
         messages = [{"role": "user", "content": text}]
-        formatted = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        formatted = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
         ids = tokenizer(formatted, add_special_tokens=False)["input_ids"]
     else:
         ids = tokenizer(text)["input_ids"]
@@ -130,13 +144,17 @@ def tokenize_prompt(text: str, tokenizer, chat: bool, query_len: int | None) -> 
     return Prompt(text=text, input_ids=torch.tensor(ids, dtype=torch.long))
 
 
-def load_prompts(cfg: DataConfig, tokenizer, chat: bool | None = None) -> tuple[list[Prompt], list[Prompt]]:
+def load_prompts(
+    cfg: DataConfig, tokenizer, chat: bool | None = None
+) -> tuple[list[Prompt], list[Prompt]]:
     """(train, eval) prompts: read, filter, template, shuffle with ``data.seed``, split, tokenise."""
     chat = cfg.chat if chat is None else chat
     if chat and cfg.chat_template:
         tokenizer.chat_template = cfg.chat_template
     if chat and not getattr(tokenizer, "chat_template", None):
-        raise RewardtuneError("data.chat is true but the tokenizer has no chat template; set data.chat=false")
+        raise RewardtuneError(
+            "data.chat is true but the tokenizer has no chat template; set data.chat=false"
+        )
     texts = format_prompts(read_rows(cfg), cfg)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(texts))
@@ -147,11 +165,16 @@ def load_prompts(cfg: DataConfig, tokenizer, chat: bool | None = None) -> tuple[
         if cfg.query_tokens
         else [None] * len(order)
     )
-    prompts = [tokenize_prompt(texts[i], tokenizer, chat, n and int(n)) for i, n in zip(order, lengths, strict=True)]
+    prompts = [
+        tokenize_prompt(texts[i], tokenizer, chat, n and int(n))
+        for i, n in zip(order, lengths, strict=True)
+    ]
     prompts = [p for p in prompts if len(p.input_ids) > 0]
     n_eval = int(round(len(prompts) * cfg.eval_fraction))
     if len(prompts) - n_eval < 1:
-        raise RewardtuneError(f"data: only {len(prompts)} prompts; lower data.eval_fraction or add prompts")
+        raise RewardtuneError(
+            f"data: only {len(prompts)} prompts; lower data.eval_fraction or add prompts"
+        )
     return prompts[n_eval:], prompts[:n_eval]
 
 
@@ -170,7 +193,9 @@ def batch_indices(n_prompts: int, batch_size: int, step: int, seed: int) -> list
     return indices
 
 
-def sample_lengths(low_high: tuple[int, int] | None, n: int, seed: int, step: int) -> list[int] | None:
+def sample_lengths(
+    low_high: tuple[int, int] | None, n: int, seed: int, step: int
+) -> list[int] | None:
     """Per-sample lengths in [low, high] (the classic LengthSampler), seeded by (seed, step)."""
     if low_high is None:
         return None

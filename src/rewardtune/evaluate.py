@@ -59,7 +59,9 @@ def describe(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def compare(name: str, label: str, before, after, higher_is_better, n_resamples: int, seed: int) -> dict:
+def compare(
+    name: str, label: str, before, after, higher_is_better, n_resamples: int, seed: int
+) -> dict:
     """One row of the metrics table: before/after summaries and the paired difference."""
     before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
     low, high = bootstrap_ci(after - before, n_resamples, seed)
@@ -98,15 +100,21 @@ def sample(policy: Policy, lm, prompts: list[Prompt], cfg: Config, batch_size: i
     for i, start in enumerate(range(0, len(prompts), batch_size)):
         torch.manual_seed(cfg.eval.seed + i)
         queries = [p.input_ids for p in prompts[start : start + batch_size]]
-        ids += rollout_lib.generate(lm, queries, gen, pad, eos, None, policy.seq2seq, cfg.eval.max_new_tokens).responses
+        ids += rollout_lib.generate(
+            lm, queries, gen, pad, eos, None, policy.seq2seq, cfg.eval.max_new_tokens
+        ).responses
     texts = policy.tokenizer.batch_decode(ids, skip_special_tokens=True)
     return Samples(texts, [r if len(r) else torch.tensor([pad]) for r in ids])
 
 
-def logprob_sums(policy: Policy, prompts: list[Prompt], samples: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def logprob_sums(
+    policy: Policy, prompts: list[Prompt], samples: Samples
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per response: sum log pi_after, sum log pi_ref, and the token count."""
     queries = [p.input_ids for p in prompts]
-    scored = rollout_lib.score(policy.module, policy.reference, queries, samples.ids, policy.tokenizer.pad_token_id, 16)
+    scored = rollout_lib.score(
+        policy.module, policy.reference, queries, samples.ids, policy.tokenizer.pad_token_id, 16
+    )
     mask = scored.response_mask
     return (
         sequence_sum(scored.logprobs, mask).cpu().numpy(),
@@ -136,9 +144,13 @@ def eval_prompts(cfg: Config, tokenizer, n: int, prompt_file: Path | None) -> li
     if prompt_file is None:
         prompts = load_prompts(cfg.data, tokenizer)[1]
         if not prompts:
-            raise RewardtuneError("this run has no held-out prompts (data.eval_fraction is 0); pass --prompt-file")
+            raise RewardtuneError(
+                "this run has no held-out prompts (data.eval_fraction is 0); pass --prompt-file"
+            )
         return prompts[:n]
-    data = cfg.data.model_copy(update={"source": str(prompt_file), "template": "{text}", "column": "text"})
+    data = cfg.data.model_copy(
+        update={"source": str(prompt_file), "template": "{text}", "column": "text"}
+    )
     rows = read_rows(data)
     if not rows:
         raise RewardtuneError(f"--prompt-file {prompt_file} has no prompts")
@@ -167,13 +179,25 @@ def evaluate_run(
     scores_after = text_scores(cfg, texts, after.texts)
     _, ref_before, len_before = logprob_sums(policy, prompts, before)
     pol_after, ref_after, len_after = logprob_sums(policy, prompts, after)
-    scores_before |= {"perplexity": np.exp(-ref_before / len_before).tolist(), "length": len_before.tolist()}
-    scores_after |= {"perplexity": np.exp(-ref_after / len_after).tolist(), "length": len_after.tolist()}
+    scores_before |= {
+        "perplexity": np.exp(-ref_before / len_before).tolist(),
+        "length": len_before.tolist(),
+    }
+    scores_after |= {
+        "perplexity": np.exp(-ref_after / len_after).tolist(),
+        "length": len_after.tolist(),
+    }
     kl = pol_after - ref_after  # log pi_after/pi_ref of samples of pi_after: a KL estimate
     summary = summarise(cfg, scores_before, scores_after, before.texts, after.texts, kl)
     summary |= {"checkpoint": checkpoint or FINAL, "n_prompts": len(prompts)}
     rows = [
-        EvalRow(p, b, a, {k: v[i] for k, v in scores_before.items()}, {k: v[i] for k, v in scores_after.items()}).to_dict()
+        EvalRow(
+            p,
+            b,
+            a,
+            {k: v[i] for k, v in scores_before.items()},
+            {k: v[i] for k, v in scores_after.items()},
+        ).to_dict()
         | {"kl": float(kl[i])}
         for i, (p, b, a) in enumerate(zip(texts, before.texts, after.texts, strict=True))
     ]
@@ -186,28 +210,55 @@ def evaluate_run(
 def _load_trained(cfg: Config, run: RunDir, checkpoint: str | None) -> Policy:
     folder = run.checkpoint(checkpoint) if checkpoint else run.final_dir
     if not folder.is_dir():
-        raise RewardtuneError(f"{run.path} has no {FINAL}/ yet; train it first or pass --checkpoint step-N")
+        raise RewardtuneError(
+            f"{run.path} has no {FINAL}/ yet; train it first or pass --checkpoint step-N"
+        )
     policy = load_policy(cfg.model)
     load_trained_weights(policy, folder)
     return policy
 
 
-LABELS = {"reward/total": "Reward (total)", "toxicity": "Toxicity P(toxic)", "toxicity/flagged": "Flagged rate (P>0.5)",
-          "perplexity": "Perplexity under reference", "length": "Response length (tokens)"}
-HIGHER_IS_BETTER = {"reward/total": True, "toxicity": False, "toxicity/flagged": False, "perplexity": False, "length": None}
+LABELS = {
+    "reward/total": "Reward (total)",
+    "toxicity": "Toxicity P(toxic)",
+    "toxicity/flagged": "Flagged rate (P>0.5)",
+    "perplexity": "Perplexity under reference",
+    "length": "Response length (tokens)",
+}
+HIGHER_IS_BETTER = {
+    "reward/total": True,
+    "toxicity": False,
+    "toxicity/flagged": False,
+    "perplexity": False,
+    "length": None,
+}
 
 
-def summarise(cfg: Config, before: dict, after: dict, before_texts, after_texts, kl: np.ndarray) -> dict:
+def summarise(
+    cfg: Config, before: dict, after: dict, before_texts, after_texts, kl: np.ndarray
+) -> dict:
     n, seed = cfg.eval.bootstrap, cfg.eval.seed
     metrics = []
     for name in before:
         label = LABELS.get(name, name.split("/", 1)[-1])
-        better = HIGHER_IS_BETTER.get(name, True if name.startswith(("reward/", "extra/vader")) else None)
+        better = HIGHER_IS_BETTER.get(
+            name, True if name.startswith(("reward/", "extra/vader")) else None
+        )
         metrics.append(compare(name, label, before[name], after[name], better, n, seed))
         if name == "toxicity":
             flagged_b = (np.asarray(before[name]) > FLAG_THRESHOLD).astype(float)
             flagged_a = (np.asarray(after[name]) > FLAG_THRESHOLD).astype(float)
-            metrics.append(compare("toxicity/flagged", LABELS["toxicity/flagged"], flagged_b, flagged_a, False, n, seed))
+            metrics.append(
+                compare(
+                    "toxicity/flagged",
+                    LABELS["toxicity/flagged"],
+                    flagged_b,
+                    flagged_a,
+                    False,
+                    n,
+                    seed,
+                )
+            )
     kl_low, kl_high = bootstrap_ci(kl, n, seed)
     return {
         "seed": seed,
@@ -249,14 +300,20 @@ def print_summary(summary: dict, console) -> None:
     """A rich table of the metrics, then the top and bottom 5 samples by reward change."""
     from rich.table import Table
 
-    table = Table(title=f"before vs after ({summary['n_prompts']} held-out prompts, 95% bootstrap CI)")
+    table = Table(
+        title=f"before vs after ({summary['n_prompts']} held-out prompts, 95% bootstrap CI)"
+    )
     for column in ("metric", "before", "after", "diff", "95% CI", ""):
         table.add_column(column, justify="right" if column not in ("metric", "") else "left")
     for m in summary["metrics"]:
         note = "includes 0" if m["ci_includes_zero"] else ""
         table.add_row(
-            m["label"], _fmt(m["before"]), _fmt(m["after"]), f"{m['diff']:+.4f}",
-            f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]", note,
+            m["label"],
+            _fmt(m["before"]),
+            _fmt(m["after"]),
+            f"{m['diff']:+.4f}",
+            f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]",
+            note,
         )
     console.print(table)
     tox = summary.get("toxicity")
@@ -269,8 +326,10 @@ def print_summary(summary: dict, console) -> None:
         )
     div = summary["diversity"]
     console.print(
-        "distinct-1/2/3: before " + "/".join(f"{v:.3f}" for v in div["before"].values())
-        + ", after " + "/".join(f"{v:.3f}" for v in div["after"].values())
+        "distinct-1/2/3: before "
+        + "/".join(f"{v:.3f}" for v in div["before"].values())
+        + ", after "
+        + "/".join(f"{v:.3f}" for v in div["after"].values())
         + f"; KL(after||before) {summary['kl']['mean']:.3f} nats"
     )
     _print_extremes(summary.get("rows", []), console)
@@ -281,8 +340,15 @@ def _print_extremes(rows: list[dict], console) -> None:
 
     if not rows:
         return
-    ranked = sorted(rows, key=lambda r: r["scores_after"]["reward/total"] - r["scores_before"]["reward/total"], reverse=True)
-    for title, chosen in (("largest reward gains", ranked[:5]), ("largest reward losses", ranked[::-1][:5])):
+    ranked = sorted(
+        rows,
+        key=lambda r: r["scores_after"]["reward/total"] - r["scores_before"]["reward/total"],
+        reverse=True,
+    )
+    for title, chosen in (
+        ("largest reward gains", ranked[:5]),
+        ("largest reward losses", ranked[::-1][:5]),
+    ):
         table = Table(title=title, show_lines=True)
         for column in ("prompt", "before", "after", "Δ reward"):
             table.add_column(column, overflow="fold")

@@ -37,7 +37,12 @@ def resolve_model_path(model: str) -> Target:
         return Target(load_config(str(path.parent / CONFIG)).model, path)
     if (path / STATE).is_file() and (path.parent.parent / CONFIG).is_file():  # a checkpoint
         return Target(load_config(str(path.parent.parent / CONFIG)).model, path)
-    if path.exists() and not (path / "config.json").exists() and not path.suffix == ".gguf" and not list(path.glob("*.gguf")):
+    if (
+        path.exists()
+        and not (path / "config.json").exists()
+        and not path.suffix == ".gguf"
+        and not list(path.glob("*.gguf"))
+    ):
         raise RewardtuneError(f"{path} is not a run directory, a checkpoint, or a model folder")
     return Target(ModelConfig(name=model, lora=None), None)
 
@@ -52,7 +57,13 @@ def load_target(target: Target, device: str | None = None) -> Policy:
 
 
 def generate_stream(
-    target: Target, prompts: list[str], chat: bool, n: int, max_new_tokens: int, seed: int, out: TextIO
+    target: Target,
+    prompts: list[str],
+    chat: bool,
+    n: int,
+    max_new_tokens: int,
+    seed: int,
+    out: TextIO,
 ) -> list[str]:
     """Sample ``n`` responses per prompt, streaming tokens to stdout; returns the responses."""
     from transformers import TextStreamer
@@ -64,7 +75,13 @@ def generate_stream(
     torch.manual_seed(seed)
     responses = []
     for prompt in prompts:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False) if chat else prompt
+        text = (
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
+            if chat
+            else prompt
+        )
         enc = tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(policy.device)
         for _ in range(n):
             out.write(f"\n>>> {prompt}\n")
@@ -72,8 +89,13 @@ def generate_stream(
             streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
             with torch.inference_mode():
                 ids = lm.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=True, top_k=0, top_p=1.0,
-                    pad_token_id=tokenizer.pad_token_id, eos_token_id=policy.eos_token_ids(chat),
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=True,
+                    top_k=0,
+                    top_p=1.0,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=policy.eos_token_ids(chat),
                     streamer=streamer,
                 )
             new = ids[0] if policy.seq2seq else ids[0, enc["input_ids"].shape[1] :]

@@ -246,9 +246,13 @@ class PolicyWithValueHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns ``(logits (B, R, V), values (B, R) or None)`` for the response tokens."""
         if self.seq2seq:
-            hidden, logits = self._seq2seq_forward(query_ids, query_mask, response_ids, response_mask)
+            hidden, logits = self._seq2seq_forward(
+                query_ids, query_mask, response_ids, response_mask
+            )
         else:
-            hidden, logits = self._causal_forward(query_ids, query_mask, response_ids, response_mask)
+            hidden, logits = self._causal_forward(
+                query_ids, query_mask, response_ids, response_mask
+            )
         values = self.v_head(hidden) if with_values else None
         return logits, values
 
@@ -317,7 +321,13 @@ class Policy:
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         configured = getattr(self.module.lm.generation_config, "eos_token_id", None)
-        ids.update(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        ids.update(
+            configured
+            if isinstance(configured, list)
+            else [configured]
+            if configured is not None
+            else []
+        )
         if chat:
             vocab = self.tokenizer.get_vocab()
             ids.update(vocab[t] for t in CHAT_STOP_TOKENS if t in vocab)
@@ -432,7 +442,10 @@ def plain_copy(lm: nn.Module) -> nn.Module:
 
 
 def _loaded_from_gguf(lm: nn.Module) -> bool:
-    return bool(getattr(lm, "gguf_file", None)) or "gguf" in str(getattr(lm.config, "_name_or_path", "")).lower()
+    return (
+        bool(getattr(lm, "gguf_file", None))
+        or "gguf" in str(getattr(lm.config, "_name_or_path", "")).lower()
+    )
 
 
 def load_trained_weights(policy: Policy, folder: Path) -> None:
@@ -441,11 +454,15 @@ def load_trained_weights(policy: Policy, folder: Path) -> None:
     folder = Path(folder)
     device = str(policy.device)
     if (folder / "weights.safetensors").is_file():
-        load_trainable_state_dict(policy, load_file(str(folder / "weights.safetensors"), device=device))
+        load_trainable_state_dict(
+            policy, load_file(str(folder / "weights.safetensors"), device=device)
+        )
     elif (folder / "adapter_model.safetensors").is_file() and policy.module.has_adapter:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(policy.module.lm, load_file(str(folder / "adapter_model.safetensors"), device=device))
+        set_peft_model_state_dict(
+            policy.module.lm, load_file(str(folder / "adapter_model.safetensors"), device=device)
+        )
     elif sorted(folder.glob("model*.safetensors")) and not policy.module.has_adapter:
         state = {}
         for shard in sorted(folder.glob("model*.safetensors")):

@@ -7,8 +7,8 @@ Sampling and scoring run in eval mode (no dropout, LoRA dropout included) under
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -29,7 +29,9 @@ def eval_mode(module: torch.nn.Module):
         module.train(was_training)
 
 
-def hf_generation_config(gen: GenerationConfig, max_new_tokens: int, pad_id: int, eos_ids: list[int]):
+def hf_generation_config(
+    gen: GenerationConfig, max_new_tokens: int, pad_id: int, eos_ids: list[int]
+):
     """A fresh GenerationConfig: the model's own defaults (top_k=50, repetition penalty...)
     must not change the distribution PPO thinks it samples from."""
     from transformers import GenerationConfig as HFGenerationConfig
@@ -84,10 +86,16 @@ def generate(
     keep = value_head is not None
     with eval_mode(lm), torch.inference_mode():
         output = lm.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-            return_dict_in_generate=True, output_logits=keep, output_hidden_states=keep,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=config,
+            return_dict_in_generate=True,
+            output_logits=keep,
+            output_hidden_states=keep,
         )
-        new_tokens = output.sequences[:, 1:] if seq2seq else output.sequences[:, input_ids.shape[1] :]
+        new_tokens = (
+            output.sequences[:, 1:] if seq2seq else output.sequences[:, input_ids.shape[1] :]
+        )
         if keep:
             logprobs, values = _sampling_scores(output, new_tokens, value_head, seq2seq)
     sampled = Sampled([], [] if keep else None, [] if keep else None)
@@ -119,7 +127,9 @@ def end_of_response(tokens: torch.Tensor, eos_ids: list[int]) -> int:
     return int(hits[0, 0]) + 1 if len(hits) else len(tokens)
 
 
-def collate(queries: list[torch.Tensor], responses: list[torch.Tensor], pad_id: int, device) -> dict:
+def collate(
+    queries: list[torch.Tensor], responses: list[torch.Tensor], pad_id: int, device
+) -> dict:
     """Left-padded queries and right-padded responses with their masks, on ``device``."""
     return {
         "query_ids": pad_left(queries, pad_id).to(device),
@@ -173,7 +183,9 @@ def score(
                 values.append(_pad_to(chunk_values.float(), width))
             with reference() as ref_lm:
                 ref_logits = reference_logits(module, ref_lm, chunk)
-            ref_logprobs.append(_pad_to(logprobs_from_logits(ref_logits, chunk["response_ids"]), width))
+            ref_logprobs.append(
+                _pad_to(logprobs_from_logits(ref_logits, chunk["response_ids"]), width)
+            )
     mask = batch["response_mask"]
     if sampled is not None:
         logprobs = [pad_right(sampled.logprobs, 0.0).to(device)]
@@ -189,7 +201,9 @@ def score(
     )
 
 
-def reference_logits(module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: dict) -> torch.Tensor:
+def reference_logits(
+    module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: dict
+) -> torch.Tensor:
     """Logits of the reference on the response positions (same alignment as the policy's)."""
     if ref_lm is module.lm:  # the adapter is disabled on the policy's own LM
         logits, _ = module(**chunk, with_values=False)

@@ -155,7 +155,9 @@ class RunDir:
         path = self.path / CHECKPOINTS / name
         if path not in complete:
             names = ", ".join(p.name for p in complete) or "none"
-            raise RewardtuneError(f"checkpoint {name!r} not found in {self.path} (complete ones: {names})")
+            raise RewardtuneError(
+                f"checkpoint {name!r} not found in {self.path} (complete ones: {names})"
+            )
         return path
 
     def save_checkpoint(self, step: int, write: Callable[[Path], None], keep: int) -> Path:
@@ -200,4 +202,6 @@ def read_state(checkpoint: Path) -> dict:
     try:
         return json.loads((checkpoint / STATE).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise RewardtuneError(f"checkpoint {checkpoint} is unreadable ({err}); delete it to use an older one") from err
+        raise RewardtuneError(
+            f"checkpoint {checkpoint} is unreadable ({err}); delete it to use an older one"
+        ) from err

@@ -2,14 +2,14 @@
 
 import os
 import signal
+from pathlib import Path
 
 
 def _count_call() -> int:
     """Counts calls across a process in the file $RT_COUNTER; returns this call's number."""
     path = os.environ["RT_COUNTER"]
-    n = int(open(path).read()) + 1 if os.path.exists(path) else 1
-    with open(path, "w") as f:
-        f.write(str(n))
+    n = int(Path(path).read_text()) + 1 if os.path.exists(path) else 1
+    Path(path).write_text(str(n))
     return n
 
 

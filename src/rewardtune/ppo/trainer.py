@@ -41,7 +41,7 @@ from rewardtune.models import (
 from rewardtune.ppo import core
 from rewardtune.rewards import WeightedReward, build_reward, check_scores
 from rewardtune.runs import METRICS, SAMPLES, STATE, RunDir, read_state
-from rewardtune.types import Prompt, PromptBatch, Rollout, RewardtuneError, StepStats
+from rewardtune.types import Prompt, PromptBatch, RewardtuneError, Rollout, StepStats
 
 log = logging.getLogger("rewardtune")
 
@@ -117,8 +117,12 @@ class PPOTrainer:
         indices = batch_indices(len(self.train_prompts), self.ppo.batch_size, step, self.ppo.seed)
         share = len(indices) // self.world
         rank = self.accelerator.process_index
-        prompts: list[Prompt] = [self.train_prompts[i] for i in indices[rank * share : (rank + 1) * share]]
-        return PromptBatch(query=[p.text for p in prompts], input_ids=[p.input_ids for p in prompts])
+        prompts: list[Prompt] = [
+            self.train_prompts[i] for i in indices[rank * share : (rank + 1) * share]
+        ]
+        return PromptBatch(
+            query=[p.text for p in prompts], input_ids=[p.input_ids for p in prompts]
+        )
 
     def generate(
         self,
@@ -134,16 +138,28 @@ class PPOTrainer:
         ``top_k``, ...); ``length_sampler`` (classic) or ``lengths`` cap each response.
         """
         start = time.perf_counter()
-        queries = [query_tensors] if torch.is_tensor(query_tensors) and query_tensors.dim() == 1 else list(query_tensors)
+        queries = (
+            [query_tensors]
+            if torch.is_tensor(query_tensors) and query_tensors.dim() == 1
+            else list(query_tensors)
+        )
         queries = [q.detach().cpu().long() for q in queries]
         gen = self.config.generation.model_copy(update=_generation_overrides(generation_kwargs))
         if length_sampler is not None:
             lengths = [int(length_sampler()) for _ in queries]
         if lengths is None and gen.response_tokens is not None:
-            lengths = sample_lengths(gen.response_tokens, len(queries), self.ppo.seed, self.step_count)
+            lengths = sample_lengths(
+                gen.response_tokens, len(queries), self.ppo.seed, self.step_count
+            )
         module = self.accelerator.unwrap_model(self.model)
         sampled = rollout_lib.generate(
-            module.lm, queries, gen, self.pad_id, self.eos_ids, lengths, self.policy.seq2seq,
+            module.lm,
+            queries,
+            gen,
+            self.pad_id,
+            self.eos_ids,
+            lengths,
+            self.policy.seq2seq,
             value_head=module.v_head,
         )
         self._sampled = (queries, sampled)
@@ -171,7 +187,9 @@ class PPOTrainer:
         t_scored = time.perf_counter()
         self._check_finite("logprobs", rollout.logprobs, rollout.ref_logprobs)
         # 2. sequence scores -> per-token rewards with the KL penalty
-        scores = core.scale_scores(scores.to(rollout.values.device), self.ppo.reward_scale, self.ppo.reward_clip)
+        scores = core.scale_scores(
+            scores.to(rollout.values.device), self.ppo.reward_scale, self.ppo.reward_clip
+        )
         mask = rollout.response_mask
         kl = core.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo.kl_estimator) * mask
         rewards, non_score = core.shape_rewards(scores, kl, self.kl_coef, mask)
@@ -191,7 +209,9 @@ class PPOTrainer:
         # 6. stats, each next to what it describes
         end = time.perf_counter()
         self._timings["rollout"] = self._timings.get("rollout", 0.0) + t_scored - start
-        seconds = self._timings.get("rollout", 0.0) + self._timings.get("reward", 0.0) + end - t_scored
+        seconds = (
+            self._timings.get("rollout", 0.0) + self._timings.get("reward", 0.0) + end - t_scored
+        )
         n_samples = len(responses) * self.world
         n_tokens = self._global_mean(mask.sum(1).float()) * n_samples
         all_scores = self.accelerator.gather(scores.float().contiguous())
@@ -215,23 +235,39 @@ class PPOTrainer:
             tokens_per_s=n_tokens / seconds,
             **update,
         )
-        stats.extra["objective/non_score_reward"] = self._global_mean(core.sequence_sum(non_score, mask))
+        stats.extra["objective/non_score_reward"] = self._global_mean(
+            core.sequence_sum(non_score, mask)
+        )
         self._timings = {}
         self.step_count += 1
         self._check_kl(mean_kl)
         return stats.to_dict()
 
-    def log_stats(self, stats: dict[str, float], batch: PromptBatch | dict, rewards, responses: list[str] | None = None) -> None:
+    def log_stats(
+        self,
+        stats: dict[str, float],
+        batch: PromptBatch | dict,
+        rewards,
+        responses: list[str] | None = None,
+    ) -> None:
         """Write the step's stats (metrics.jsonl, trackers) and a few samples (samples.jsonl)."""
         step = self.step_count - 1
         if self.run is not None:
             self.run.append(METRICS, [{"step": step, **stats}])
             n = self.config.run.log_samples
-            texts = responses if responses is not None else batch.get("response") if isinstance(batch, dict) else None
+            texts = (
+                responses
+                if responses is not None
+                else batch.get("response")
+                if isinstance(batch, dict)
+                else None
+            )
             if n and texts is not None:
                 rows = [
                     {"step": step, "prompt": q, "response": r, "reward": float(s)}
-                    for q, r, s in list(zip(batch["query"], texts, _floats(rewards), strict=False))[:n]
+                    for q, r, s in list(zip(batch["query"], texts, _floats(rewards), strict=False))[
+                        :n
+                    ]
                 ]
                 self.run.append(SAMPLES, rows)
         if self.accelerator.trackers:
@@ -262,7 +298,9 @@ class PPOTrainer:
                     raise Interrupted(self.step_count)
                 if save_every and self.step_count % save_every == 0:
                     self.save_checkpoint()
-        if self.run is not None and (not self.run.checkpoints() or self._last_saved() != self.step_count):
+        if self.run is not None and (
+            not self.run.checkpoints() or self._last_saved() != self.step_count
+        ):
             self.save_checkpoint()
         self.save_final()
         return history
@@ -303,8 +341,15 @@ class PPOTrainer:
             )
         keep = (~bad).nonzero().flatten().tolist()
         if not keep:
-            raise NonFiniteError(f"step {self.step_count}: every reward score is NaN/Inf; nothing to train on")
-        return [queries[i] for i in keep], [responses[i] for i in keep], scores[keep], int(bad.sum())
+            raise NonFiniteError(
+                f"step {self.step_count}: every reward score is NaN/Inf; nothing to train on"
+            )
+        return (
+            [queries[i] for i in keep],
+            [responses[i] for i in keep],
+            scores[keep],
+            int(bad.sum()),
+        )
 
     def _score(self, queries: list[torch.Tensor], responses: list[torch.Tensor]) -> Rollout:
         queries = [q.detach().cpu().long() for q in queries]
@@ -326,7 +371,8 @@ class PPOTrainer:
             return None
         old_queries, sampled = cached
         same = len(old_queries) == len(queries) and all(
-            torch.equal(a, b) for a, b in zip(old_queries + sampled.responses, queries + responses, strict=True)
+            torch.equal(a, b)
+            for a, b in zip(old_queries + sampled.responses, queries + responses, strict=True)
         )
         return sampled if same else None
 
@@ -350,7 +396,9 @@ class PPOTrainer:
         for _ in range(self.ppo.ppo_epochs):
             order = torch.randperm(n, generator=generator)
             for index in order.split(mini):
-                batch = rollout_lib.trim_padding({k: v[index.to(v.device)] for k, v in data.items()})
+                batch = rollout_lib.trim_padding(
+                    {k: v[index.to(v.device)] for k, v in data.items()}
+                )
                 for key, value in self._minibatch_step(batch).items():
                     totals.setdefault(key, []).append(value)
         self.model.eval()
@@ -435,12 +483,16 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
         if self.run is None:
             return None
-        path = self.run.save_checkpoint(self.step_count, self._write_checkpoint, self.config.run.keep_checkpoints)
+        path = self.run.save_checkpoint(
+            self.step_count, self._write_checkpoint, self.config.run.keep_checkpoints
+        )
         self.accelerator.wait_for_everyone()
         return path
 
     def _write_checkpoint(self, folder: Path) -> None:
-        state = {k: v.detach().contiguous().cpu() for k, v in trainable_state_dict(self.policy).items()}
+        state = {
+            k: v.detach().contiguous().cpu() for k, v in trainable_state_dict(self.policy).items()
+        }
         save_file(_untie(state), str(folder / "weights.safetensors"))
         save_value_head(self.policy, folder)
         torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
@@ -452,15 +504,24 @@ class PPOTrainer:
         """Restore everything ``save_checkpoint`` wrote (a missing file says which)."""
         for name in ("weights.safetensors", "value_head.safetensors", "optimizer.pt", STATE):
             if not (folder / name).is_file():
-                raise RewardtuneError(f"checkpoint {folder} is missing {name}; delete it to resume from an older one")
+                raise RewardtuneError(
+                    f"checkpoint {folder} is missing {name}; delete it to resume from an older one"
+                )
         state = read_state(folder)
         try:
-            load_trainable_state_dict(self.policy, load_file(str(folder / "weights.safetensors"), device=str(self.policy.device)))
+            load_trainable_state_dict(
+                self.policy,
+                load_file(str(folder / "weights.safetensors"), device=str(self.policy.device)),
+            )
             load_value_head(self.policy, folder)
-            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+            self.optimizer.load_state_dict(
+                torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+            )
             _set_rng_state(torch.load(folder / "rng_state.pt", weights_only=True))
         except (RuntimeError, OSError, ValueError, KeyError) as err:
-            raise RewardtuneError(f"checkpoint {folder} is unreadable: {str(err).splitlines()[0][:200]}") from err
+            raise RewardtuneError(
+                f"checkpoint {folder} is unreadable: {str(err).splitlines()[0][:200]}"
+            ) from err
         if state.get("world_size", 1) != self.world:
             raise RewardtuneError(
                 f"checkpoint {folder} was written by {state.get('world_size')} processes; resume "

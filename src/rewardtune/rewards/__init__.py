@@ -13,7 +13,15 @@ from rewardtune.rewards.http import HttpReward
 from rewardtune.rewards.lexicon import ProfanityReward, ProfanityToxicity, VaderReward
 from rewardtune.rewards.python import PythonReward
 
-__all__ = ["Reward", "WeightedReward", "build_reward", "build_scorer", "build_toxicity", "check_scores", "nonfinite"]
+__all__ = [
+    "Reward",
+    "WeightedReward",
+    "build_reward",
+    "build_scorer",
+    "build_toxicity",
+    "check_scores",
+    "nonfinite",
+]
 
 
 def build_scorer(spec, where: str) -> Reward:

@@ -66,7 +66,9 @@ class WeightedReward:
         return total
 
 
-def call_with_retries(reward: Reward, prompts: list[str], responses: list[str], retries: int) -> list[float]:
+def call_with_retries(
+    reward: Reward, prompts: list[str], responses: list[str], retries: int
+) -> list[float]:
     """Call a reward, retrying ``retries`` times when it raises; validate what it returns."""
     for attempt in range(retries + 1):
         try:

@@ -42,7 +42,9 @@ def label_index(model, label: str, where: str) -> int:
 class ClassifierScorer:
     """logit / prob / logprob of one class, batched and truncated to the classifier's length."""
 
-    def __init__(self, model, tokenizer, label: str, output: str, input: str, batch_size: int, where: str):
+    def __init__(
+        self, model, tokenizer, label: str, output: str, input: str, batch_size: int, where: str
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.index = label_index(model, label, where)
         self.output, self.input, self.batch_size = output, input, batch_size
@@ -55,8 +57,13 @@ class ClassifierScorer:
     def from_spec(cls, spec, where: str, output: str | None = None, label: str | None = None):
         model, tokenizer = load_classifier(spec.model)
         return cls(
-            model, tokenizer, label or spec.label, output or getattr(spec, "output", "prob"),
-            spec.input, spec.batch_size, where,
+            model,
+            tokenizer,
+            label or spec.label,
+            output or getattr(spec, "output", "prob"),
+            spec.input,
+            spec.batch_size,
+            where,
         )
 
     @torch.inference_mode()
@@ -66,8 +73,11 @@ class ClassifierScorer:
         out = []
         for start in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(
-                texts[start : start + self.batch_size], padding=True, truncation=True,
-                max_length=self.max_length, return_tensors="pt",
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
             ).to(device)
             logits = self.model(**enc).logits.float()
             if self.output == "logit":

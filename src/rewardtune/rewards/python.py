@@ -22,7 +22,9 @@ def import_function(target: str, where: str):
         try:
             spec.loader.exec_module(module)
         except Exception as err:
-            raise RewardtuneError(f"{where}: importing {path} failed: {type(err).__name__}: {err}") from err
+            raise RewardtuneError(
+                f"{where}: importing {path} failed: {type(err).__name__}: {err}"
+            ) from err
     else:
         try:
             module = importlib.import_module(module_name)
