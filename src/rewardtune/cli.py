@@ -127,7 +127,7 @@ def train(
     if trainer.run is not None:
         _write_run_info(trainer, wall)
     accelerator.end_training()
-    if cfg.eval.enabled:
+    if cfg.eval.enabled and accelerator.is_main_process:
         _evaluate_and_report(trainer, path)
 
 

@@ -187,6 +187,7 @@ class PPOTrainer:
         t_scored = time.perf_counter()
         self._check_finite("logprobs", rollout.logprobs, rollout.ref_logprobs)
         # 2. sequence scores -> per-token rewards with the KL penalty
+        raw_scores = scores  # env/reward_* report what the reward said, before scaling
         scores = core.scale_scores(
             scores.to(rollout.values.device), self.ppo.reward_scale, self.ppo.reward_clip
         )
@@ -214,7 +215,7 @@ class PPOTrainer:
         )
         n_samples = len(responses) * self.world
         n_tokens = self._global_mean(mask.sum(1).float()) * n_samples
-        all_scores = self.accelerator.gather(scores.float().contiguous())
+        all_scores = self.accelerator.gather(raw_scores.float().contiguous().to(self.accelerator.device))
         stats = StepStats(
             kl=mean_kl,
             kl_coef=self.kl_coef,
@@ -298,10 +299,9 @@ class PPOTrainer:
                     raise Interrupted(self.step_count)
                 if save_every and self.step_count % save_every == 0:
                     self.save_checkpoint()
-        if self.run is not None and (
-            not self.run.checkpoints() or self._last_saved() != self.step_count
-        ):
-            self.save_checkpoint()
+        save_every = self.config.run.save_every
+        if not save_every or self.step_count % save_every or self.step_count == 0:
+            self.save_checkpoint()  # the end of the run, unless the loop just saved it
         self.save_final()
         return history
 
@@ -473,10 +473,6 @@ class PPOTrainer:
         return float(values.mean()) if values.numel() else 0.0
 
     # -- checkpoints -----------------------------------------------------------------
-
-    def _last_saved(self) -> int | None:
-        saved = self.run.checkpoints() if self.run else []
-        return int(saved[-1].name.split("-")[1]) if saved else None
 
     def save_checkpoint(self) -> Path | None:
         """Adapter/weights + value head (safetensors), optimizer, KL controller, step, RNG."""
