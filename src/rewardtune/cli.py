@@ -328,7 +328,9 @@ def merge(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except RewardtuneError as err:
         console.print(f"error: {err}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
