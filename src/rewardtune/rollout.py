@@ -30,7 +30,11 @@ def eval_mode(module: torch.nn.Module):
 
 
 def hf_generation_config(
-    gen: GenerationConfig, max_new_tokens: int, pad_id: int, eos_ids: list[int]
+    gen: GenerationConfig,
+    max_new_tokens: int,
+    pad_id: int,
+    eos_ids: list[int],
+    keep_scores: bool = False,
 ):
     """A fresh GenerationConfig: the model's own defaults (top_k=50, repetition penalty...)
     must not change the distribution PPO thinks it samples from."""
@@ -45,6 +49,9 @@ def hf_generation_config(
         temperature=gen.temperature if gen.do_sample else None,
         pad_token_id=pad_id,
         eos_token_id=eos_ids,
+        return_dict_in_generate=True,
+        output_logits=keep_scores,
+        output_hidden_states=keep_scores,
     )
 
 
@@ -82,16 +89,13 @@ def generate(
     longest = max(lengths) if lengths else (max_new_tokens or gen.max_new_tokens)
     input_ids = pad_left(queries, pad_id).to(device)
     attention_mask = pad_left([torch.ones_like(q) for q in queries], 0).to(device)
-    config = hf_generation_config(gen, longest, pad_id, eos_ids)
     keep = value_head is not None
+    config = hf_generation_config(gen, longest, pad_id, eos_ids, keep)
     with eval_mode(lm), torch.inference_mode():
         output = lm.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=config,
-            return_dict_in_generate=True,
-            output_logits=keep,
-            output_hidden_states=keep,
         )
         new_tokens = (
             output.sequences[:, 1:] if seq2seq else output.sequences[:, input_ids.shape[1] :]

@@ -215,7 +215,9 @@ class PPOTrainer:
         )
         n_samples = len(responses) * self.world
         n_tokens = self._global_mean(mask.sum(1).float()) * n_samples
-        all_scores = self.accelerator.gather(raw_scores.float().contiguous().to(self.accelerator.device))
+        all_scores = self.accelerator.gather(
+            raw_scores.float().contiguous().to(self.accelerator.device)
+        )
         stats = StepStats(
             kl=mean_kl,
             kl_coef=self.kl_coef,
