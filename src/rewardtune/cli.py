@@ -343,9 +343,8 @@ def main() -> None:
         console.print("interrupted", highlight=False)
         sys.exit(130)
     except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+        # usage errors: typer vendors its own click, so match the interface, not the class
+        if hasattr(err, "format_message") and getattr(err, "exit_code", None) == 2:
             console.print(
                 f"error: {err.format_message()}", highlight=False, markup=False, soft_wrap=True
             )
