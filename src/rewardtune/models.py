@@ -433,19 +433,26 @@ def save_pretrained(policy: Policy, folder: Path) -> None:
 
 
 def plain_copy(lm: nn.Module) -> nn.Module:
-    """A model that save_pretrained accepts: a GGUF-loaded model is copied into its own class."""
-    if getattr(lm.config, "gguf_file", None) is None and not _loaded_from_gguf(lm):
+    """A model that save_pretrained accepts: transformers refuses to save a GGUF-loaded model
+    (its weights are already dequantised), so copy them into a fresh model of the same class."""
+    if getattr(lm, "hf_quantizer", None) is None and not _loaded_from_gguf(lm):
         return lm
-    fresh = type(lm)(lm.config)
+    config = copy.deepcopy(lm.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = type(lm)(config)
     fresh.load_state_dict(lm.state_dict())
     return fresh.to(next(lm.parameters()).dtype)
 
 
 def _loaded_from_gguf(lm: nn.Module) -> bool:
-    return (
-        bool(getattr(lm, "gguf_file", None))
-        or "gguf" in str(getattr(lm.config, "_name_or_path", "")).lower()
+    quant = getattr(lm.config, "quantization_config", None)
+    method = (
+        quant.get("quant_method")
+        if isinstance(quant, dict)
+        else getattr(quant, "quant_method", None)
     )
+    return str(method).lower().endswith("gguf") or bool(getattr(lm.config, "gguf_file", None))
 
 
 def load_trained_weights(policy: Policy, folder: Path) -> None:
