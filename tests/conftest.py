@@ -226,6 +226,11 @@ def tiny_overrides(model: Path, prompts: Path, steps: int = 2, **extra) -> list[
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def set_args(overrides: list[str]) -> list[str]:
+    """["a.b=1", ...] -> ["--set", "a.b=1", ...]"""
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
 def run_cli(
     *args: str, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:

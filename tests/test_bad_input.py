@@ -10,13 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_gpt2, run_cli, tiny_overrides
+from conftest import make_gpt2, run_cli, set_args, tiny_overrides
 
 REWARDS = Path(__file__).parent / "helpers" / "rewards.py"
-
-
-def set_args(overrides):
-    return [arg for o in overrides for arg in ("--set", o)]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

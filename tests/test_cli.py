@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli, tiny_overrides
+from conftest import run_cli, set_args, tiny_overrides
 
 RUN_FILES = [
     "config.yaml",
@@ -42,10 +42,6 @@ STAT_NAMES = [
     "throughput/samples_per_s",
     "throughput/tokens_per_s",
 ]
-
-
-def set_args(overrides: list[str]) -> list[str]:
-    return [arg for o in overrides for arg in ("--set", o)]
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, run_cli, set_args
 from rewardtune import PPOTrainer, load_config
 from rewardtune.config import shipped_recipes
-from test_cli import STAT_NAMES, set_args
+from test_cli import STAT_NAMES
 
 DIALOGSUM = SHARED_DATA / "dialogsum" / "dialogsum.dev.jsonl"
 LINES = [

@@ -14,14 +14,10 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_cli, tiny_overrides
+from conftest import ROOT, run_cli, set_args, tiny_overrides
 
 REWARDS = Path(__file__).parent / "helpers" / "rewards.py"
 VOLATILE = ("time/", "throughput/")
-
-
-def set_args(overrides):
-    return [arg for o in overrides for arg in ("--set", o)]
 
 
 @pytest.fixture(scope="module")
