@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -35,11 +36,29 @@ SetOption = Annotated[
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def _launched() -> bool:
+    """True inside a process started by accelerate launch / torchrun."""
+    return "LOCAL_RANK" in os.environ
+
+
+def _launch_processes(processes: int, recipe, set_, resume) -> None:
+    """Check the config here, once, then start ``processes`` copies of this command."""
+    from rewardtune.config import load_config
+    from rewardtune.distributed import check_divisible, cli_argv, launch, strip_option
+    from rewardtune.runs import RunDir
+
+    source = str(RunDir.open_existing(resume).config_file) if resume is not None else recipe
+    cfg = load_config(source, set_)
+    check_divisible(cfg.ppo.batch_size, cfg.ppo.mini_batch_size, processes)
+    raise typer.Exit(launch(processes, strip_option(cli_argv(), "--processes")))
 
 
 @app.command()
@@ -79,6 +98,15 @@ def train(
         Path | None, typer.Option(help="Continue this run from its newest checkpoint.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train as N local processes (DDP: one per GPU, or gloo on CPU), through "
+            "accelerate's launcher. Same as `accelerate launch --num_processes N -m rewardtune "
+            "train ...`, but the config is checked once before any process starts.",
+        ),
+    ] = 1,
 ) -> None:
     """Train a policy with PPO, then evaluate it and write the report."""
     from rewardtune.config import load_config
@@ -86,6 +114,8 @@ def train(
     from rewardtune.runs import RunDir, resolve_run_dir
 
     _quiet_libraries()
+    if processes > 1 and not _launched():
+        _launch_processes(processes, recipe, set_, resume)
     if resume is not None:
         run = RunDir.open_existing(resume)
         cfg = load_config(str(run.config_file), set_)
@@ -103,6 +133,7 @@ def train(
     trainer = PPOTrainer(cfg, accelerator=accelerator)
     if accelerator.is_main_process:
         trainer.run = run if resume is not None else RunDir.create(path, cfg.to_yaml(), overwrite)
+    trainer.run_path = path
     accelerator.wait_for_everyone()
     if resume is not None:
         trainer.load_checkpoint(checkpoint)
@@ -126,9 +157,9 @@ def train(
     _say(accelerator, f"trained {cfg.ppo.steps} steps in {wall:.0f}s -> {path / 'final'}")
     if trainer.run is not None:
         _write_run_info(trainer, wall)
+    if cfg.eval.enabled:
+        _evaluate_and_report(trainer, path)  # every rank samples its share of the prompts
     accelerator.end_training()
-    if cfg.eval.enabled and accelerator.is_main_process:
-        _evaluate_and_report(trainer, path)
 
 
 def _write_run_info(trainer, wall_time_s: float) -> None:
@@ -264,7 +295,8 @@ def evaluate(
     summary = evaluate_run(
         run_dir, n_prompts=prompts, checkpoint=checkpoint, prompt_file=prompt_file
     )
-    print_summary(summary, console)
+    if summary:  # rank 0 under several processes
+        print_summary(summary, console)
 
 
 @app.command()
@@ -326,13 +358,24 @@ def merge(
     console.print(f"merged model written to {out_dir}")
 
 
+def _print_error(text: str) -> None:
+    """One line on stderr. Under several processes the same mistake usually stops every
+    rank: rank 0 reports it and the launcher ends the others when it exits, so a later rank
+    waits a moment and speaks only about a mistake that it alone ran into."""
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:
+        time.sleep(5)
+        text = f"(rank {rank}) {text}"
+    console.print(f"error: {text}", highlight=False, markup=False, soft_wrap=True)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
         if isinstance(code, int) and code:
             sys.exit(code)
     except RewardtuneError as err:
-        console.print(f"error: {err}", highlight=False, markup=False, soft_wrap=True)
+        _print_error(str(err))
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

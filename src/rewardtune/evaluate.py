@@ -6,6 +6,7 @@ trained one. Every before/after difference in means gets a paired bootstrap 95% 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch
 from rewardtune import rollout as rollout_lib
 from rewardtune.config import Config, load_config
 from rewardtune.data import load_prompts, read_rows, tokenize_prompt
+from rewardtune.distributed import full_parameters, gather_objects, strided_share
 from rewardtune.models import Policy, load_policy, load_trained_weights
 from rewardtune.ppo.core import sequence_sum
 from rewardtune.rewards import build_reward, build_scorer, build_toxicity
@@ -91,15 +93,22 @@ class Samples:
     ids: list[torch.Tensor]
 
 
-def sample(policy: Policy, lm, prompts: list[Prompt], cfg: Config, batch_size: int) -> Samples:
-    """Responses for every prompt; batch i is seeded with ``eval.seed + i`` (same for both sides)."""
+def sample(
+    policy: Policy, lm, prompts: list[Prompt], cfg: Config, batches: list[int] | None = None
+) -> Samples:
+    """Responses for the prompts of ``batches`` (default: all), in order. Batch i (prompts
+    ``i*eval.batch_size`` onwards) is seeded with ``eval.seed + i`` whichever process samples
+    it, so both sides, and any number of processes, draw the same responses."""
+    size = cfg.eval.batch_size
     gen = cfg.generation.model_copy(update={"response_tokens": None})
     eos = policy.eos_token_ids(cfg.data.chat)
     pad = policy.tokenizer.pad_token_id
+    if batches is None:
+        batches = list(range(math.ceil(len(prompts) / size)))
     ids: list[torch.Tensor] = []
-    for i, start in enumerate(range(0, len(prompts), batch_size)):
+    for i in batches:
         torch.manual_seed(cfg.eval.seed + i)
-        queries = [p.input_ids for p in prompts[start : start + batch_size]]
+        queries = [p.input_ids for p in prompts[i * size : (i + 1) * size]]
         ids += rollout_lib.generate(
             lm, queries, gen, pad, eos, None, policy.seq2seq, cfg.eval.max_new_tokens
         ).responses
@@ -164,21 +173,61 @@ def evaluate_run(
     checkpoint: str | None = None,
     prompt_file: Path | None = None,
 ) -> dict:
-    """Sample before/after on held-out prompts, score, compare; write eval.json and eval.jsonl."""
+    """Sample before/after on held-out prompts, score, compare; write eval.json and eval.jsonl.
+
+    Under several processes each samples and scores its share of the prompt batches; rank 0
+    gathers the rows, writes the files and returns the summary (other ranks return ``{}``).
+    """
+    from accelerate import PartialState
+
     run = RunDir.open_existing(run_dir)
     cfg = load_config(str(run.path / CONFIG))
-    policy = trainer.policy if trainer is not None else _load_trained(cfg, run, checkpoint)
+    state = trainer.accelerator if trainer is not None else PartialState()
+    policy = trainer.policy if trainer is not None else _load_trained(cfg, run, checkpoint, state)
     prompts = eval_prompts(cfg, policy.tokenizer, n_prompts or cfg.eval.prompts, prompt_file)
-    module = policy.module
-    module.eval()
+    n_batches = math.ceil(len(prompts) / cfg.eval.batch_size)
+    batches = strided_share(n_batches, state.process_index, state.num_processes)
+    whole = (
+        full_parameters(trainer.accelerator, trainer.model)
+        if trainer is not None
+        else contextlib.nullcontext()
+    )
+    with whole:
+        mine = _evaluate_batches(policy, cfg, prompts, batches)
+    rows = gather_objects(state, mine)
+    if not state.is_main_process:
+        return {}
+    rows = [row for _, row in sorted(rows, key=lambda item: item[0])]
+    before, after = _columns(rows, "scores_before"), _columns(rows, "scores_after")
+    kl = np.asarray([r["kl"] for r in rows])
+    texts_before, texts_after = [r["before"] for r in rows], [r["after"] for r in rows]
+    summary = summarise(cfg, before, after, texts_before, texts_after, kl)
+    summary |= {"checkpoint": checkpoint or FINAL, "n_prompts": len(prompts)}
+    write_atomic(run.path / "eval.json", json.dumps(summary, indent=2))
+    write_atomic(run.path / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    summary["rows"] = rows
+    return summary
+
+
+def _evaluate_batches(
+    policy: Policy, cfg: Config, prompts: list[Prompt], batches: list[int]
+) -> list[tuple[int, dict]]:
+    """(prompt index, row) for the prompts of ``batches``: responses before and after, every
+    score, perplexity under the reference, length, and the KL estimate of the after sample."""
+    size = cfg.eval.batch_size
+    index = [i for b in batches for i in range(b * size, min((b + 1) * size, len(prompts)))]
+    if not index:
+        return []
+    mine = [prompts[i] for i in index]
+    policy.module.eval()
     with policy.reference() as ref_lm:
-        before = sample(policy, ref_lm, prompts, cfg, cfg.eval.batch_size)
-    after = sample(policy, module.lm, prompts, cfg, cfg.eval.batch_size)
-    texts = [p.text for p in prompts]
+        before = sample(policy, ref_lm, prompts, cfg, batches)
+    after = sample(policy, policy.module.lm, prompts, cfg, batches)
+    texts = [p.text for p in mine]
     scores_before = text_scores(cfg, texts, before.texts)
     scores_after = text_scores(cfg, texts, after.texts)
-    _, ref_before, len_before = logprob_sums(policy, prompts, before)
-    pol_after, ref_after, len_after = logprob_sums(policy, prompts, after)
+    _, ref_before, len_before = logprob_sums(policy, mine, before)
+    pol_after, ref_after, len_after = logprob_sums(policy, mine, after)
     scores_before |= {
         "perplexity": np.exp(-ref_before / len_before).tolist(),
         "length": len_before.tolist(),
@@ -188,32 +237,33 @@ def evaluate_run(
         "length": len_after.tolist(),
     }
     kl = pol_after - ref_after  # log pi_after/pi_ref of samples of pi_after: a KL estimate
-    summary = summarise(cfg, scores_before, scores_after, before.texts, after.texts, kl)
-    summary |= {"checkpoint": checkpoint or FINAL, "n_prompts": len(prompts)}
-    rows = [
-        EvalRow(
-            p,
-            b,
-            a,
-            {k: v[i] for k, v in scores_before.items()},
-            {k: v[i] for k, v in scores_after.items()},
-        ).to_dict()
-        | {"kl": float(kl[i])}
-        for i, (p, b, a) in enumerate(zip(texts, before.texts, after.texts, strict=True))
+    return [
+        (
+            index[j],
+            EvalRow(
+                text,
+                before.texts[j],
+                after.texts[j],
+                {k: v[j] for k, v in scores_before.items()},
+                {k: v[j] for k, v in scores_after.items()},
+            ).to_dict()
+            | {"kl": float(kl[j])},
+        )
+        for j, text in enumerate(texts)
     ]
-    write_atomic(run.path / "eval.json", json.dumps(summary, indent=2))
-    write_atomic(run.path / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    summary["rows"] = rows
-    return summary
 
 
-def _load_trained(cfg: Config, run: RunDir, checkpoint: str | None) -> Policy:
+def _columns(rows: list[dict], side: str) -> dict[str, list[float]]:
+    return {name: [r[side][name] for r in rows] for name in rows[0][side]}
+
+
+def _load_trained(cfg: Config, run: RunDir, checkpoint: str | None, state) -> Policy:
     folder = run.checkpoint(checkpoint) if checkpoint else run.final_dir
     if not folder.is_dir():
         raise RewardtuneError(
             f"{run.path} has no {FINAL}/ yet; train it first or pass --checkpoint step-N"
         )
-    policy = load_policy(cfg.model)
+    policy = load_policy(cfg.model, state.device)
     load_trained_weights(policy, folder)
     return policy
 

@@ -379,14 +379,26 @@ def load_policy(
 # --- saving and loading trained weights ----------------------------------------------
 
 
-def trainable_state_dict(policy: Policy) -> dict[str, torch.Tensor]:
-    """The LM weights that train: the adapter's, or the whole model's."""
+def split_policy_state(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A ``PolicyWithValueHead`` state dict -> (the LM's, the value head's)."""
+    lm = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
+    head = {k.removeprefix("v_head."): v for k, v in state.items() if k.startswith("v_head.")}
+    return lm, head
+
+
+def trainable_state_dict(
+    policy: Policy, lm_state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The LM weights that train: the adapter's, or the whole model's. ``lm_state`` is the
+    LM's full state dict when it was gathered from shards (default: read the module)."""
     lm = policy.module.lm
     if policy.module.has_adapter:
         from peft import get_peft_model_state_dict
 
-        return get_peft_model_state_dict(lm)
-    return {k: v for k, v in lm.state_dict().items()}
+        return get_peft_model_state_dict(lm, state_dict=lm_state)
+    return dict(lm_state if lm_state is not None else lm.state_dict())
 
 
 def load_trainable_state_dict(policy: Policy, state: dict[str, torch.Tensor]) -> None:
@@ -402,9 +414,13 @@ def load_trainable_state_dict(policy: Policy, state: dict[str, torch.Tensor]) ->
         lm.load_state_dict(state, strict=False)
 
 
-def save_value_head(policy: Policy, folder: Path) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in policy.module.v_head.state_dict().items()}
-    save_file(state, str(folder / VALUE_HEAD))
+def save_value_head(
+    policy: Policy, folder: Path, head_state: dict[str, torch.Tensor] | None = None
+) -> None:
+    state = head_state if head_state is not None else policy.module.v_head.state_dict()
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in state.items()}, str(folder / VALUE_HEAD)
+    )
 
 
 def load_value_head(policy: Policy, folder: Path) -> None:
@@ -412,16 +428,21 @@ def load_value_head(policy: Policy, folder: Path) -> None:
     policy.module.v_head.load_state_dict(state)
 
 
-def save_pretrained(policy: Policy, folder: Path) -> None:
-    """A folder transformers/peft load: the adapter (or full model), tokenizer, value head."""
+def save_pretrained(
+    policy: Policy, folder: Path, state: dict[str, torch.Tensor] | None = None
+) -> None:
+    """A folder transformers/peft load: the adapter (or full model), tokenizer, value head.
+    ``state`` is the whole policy's state dict when it was gathered from shards."""
     folder.mkdir(parents=True, exist_ok=True)
     lm = policy.module.lm
+    lm_state, head_state = split_policy_state(state) if state is not None else (None, None)
+    extra = {"state_dict": lm_state} if lm_state is not None else {}
     if policy.module.has_adapter:
-        lm.save_pretrained(str(folder), safe_serialization=True)
+        lm.save_pretrained(str(folder), safe_serialization=True, **extra)
     else:
-        plain_copy(lm).save_pretrained(str(folder), safe_serialization=True)
+        plain_copy(lm).save_pretrained(str(folder), safe_serialization=True, **extra)
     policy.tokenizer.save_pretrained(str(folder))
-    save_value_head(policy, folder)
+    save_value_head(policy, folder, head_state)
     info = {
         "base": policy.config.name,
         "source": policy.source.path,

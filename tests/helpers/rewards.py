@@ -45,3 +45,15 @@ def short_reward(prompts, responses):
 
 def raising_reward(prompts, responses):
     raise ConnectionError("reward server unreachable")
+
+
+def recorded_reward(prompts, responses):
+    """length_reward, and each call's scores appended to $RT_SCORES_DIR/scores-rank{RANK}.jsonl."""
+    import json
+
+    scores = [len(r) / 10 for r in responses]
+    if "RT_SCORES_DIR" in os.environ:
+        path = Path(os.environ["RT_SCORES_DIR"]) / f"scores-rank{os.environ.get('RANK', '0')}.jsonl"
+        with path.open("a") as f:
+            f.write(json.dumps(scores) + "\n")
+    return scores

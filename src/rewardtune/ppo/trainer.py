@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rewardtune import distributed
 from rewardtune import rollout as rollout_lib
 from rewardtune.config import Config
 from rewardtune.data import batch_indices, load_prompts, sample_lengths
@@ -36,11 +38,12 @@ from rewardtune.models import (
     load_value_head,
     save_pretrained,
     save_value_head,
+    split_policy_state,
     trainable_state_dict,
 )
 from rewardtune.ppo import core
 from rewardtune.rewards import WeightedReward, build_reward, check_scores
-from rewardtune.runs import METRICS, SAMPLES, STATE, RunDir, read_state
+from rewardtune.runs import CHECKPOINTS, METRICS, SAMPLES, STATE, RunDir, read_state
 from rewardtune.types import Prompt, PromptBatch, RewardtuneError, Rollout, StepStats
 
 log = logging.getLogger("rewardtune")
@@ -80,20 +83,18 @@ class PPOTrainer:
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.is_main = self.accelerator.is_main_process
         self.world = self.accelerator.num_processes
-        if self.ppo.batch_size % self.world or (self.ppo.mini_batch_size % self.world):
-            raise RewardtuneError(
-                f"ppo.batch_size ({self.ppo.batch_size}) and ppo.mini_batch_size "
-                f"({self.ppo.mini_batch_size}) are global and must divide by the "
-                f"{self.world} processes"
-            )
+        self.rank = self.accelerator.process_index
+        distributed.check_divisible(self.ppo.batch_size, self.ppo.mini_batch_size, self.world)
         torch.manual_seed(self.ppo.seed)
         self.policy = policy or load_policy(config.model, self.accelerator.device)
         self.tokenizer = self.policy.tokenizer
         self.reward = reward if reward is not None else build_reward(config.reward)
         self.run = run_dir if self.is_main else None
+        self.run_path = run_dir.path if run_dir is not None else None  # every rank knows it
         self.train_prompts, self.eval_prompts = load_prompts(config.data, self.tokenizer)
         params = [p for p in self.policy.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.ppo.learning_rate, weight_decay=0.0)
+        distributed.prepare_engine(self.accelerator, self.ppo.mini_batch_size // self.world)
         self.model, self.optimizer = self.accelerator.prepare(self.policy.module, self.optimizer)
         self.kl_coef = self.ppo.init_kl_coef
         self.step_count = 0
@@ -115,10 +116,9 @@ class PPOTrainer:
     def batch_for_step(self, step: int) -> PromptBatch:
         """A pure function of (seed, step): a resumed run sees the same batches."""
         indices = batch_indices(len(self.train_prompts), self.ppo.batch_size, step, self.ppo.seed)
-        share = len(indices) // self.world
-        rank = self.accelerator.process_index
         prompts: list[Prompt] = [
-            self.train_prompts[i] for i in indices[rank * share : (rank + 1) * share]
+            self.train_prompts[i]
+            for i in distributed.contiguous_share(indices, self.rank, self.world)
         ]
         return PromptBatch(
             query=[p.text for p in prompts], input_ids=[p.input_ids for p in prompts]
@@ -151,17 +151,17 @@ class PPOTrainer:
             lengths = sample_lengths(
                 gen.response_tokens, len(queries), self.ppo.seed, self.step_count
             )
-        module = self.accelerator.unwrap_model(self.model)
-        sampled = rollout_lib.generate(
-            module.lm,
-            queries,
-            gen,
-            self.pad_id,
-            self.eos_ids,
-            lengths,
-            self.policy.seq2seq,
-            value_head=module.v_head,
-        )
+        with distributed.full_parameters(self.accelerator, self.model) as module:
+            sampled = rollout_lib.generate(
+                module.lm,
+                queries,
+                gen,
+                self.pad_id,
+                self.eos_ids,
+                lengths,
+                self.policy.seq2seq,
+                value_head=module.v_head,
+            )
         self._sampled = (queries, sampled)
         responses = sampled.responses
         self._timings["rollout"] = self._timings.get("rollout", 0.0) + time.perf_counter() - start
@@ -359,11 +359,11 @@ class PPOTrainer:
         if any(len(r) == 0 for r in responses):
             raise RewardtuneError("step(): every response needs at least one token")
         chunk = max(self.ppo.mini_batch_size, 16)
-        module = self.accelerator.unwrap_model(self.model)
         sampled = self._reusable_sample(queries, responses)
-        return rollout_lib.score(
-            module, self.policy.reference, queries, responses, self.pad_id, chunk, sampled
-        )
+        with distributed.full_parameters(self.accelerator, self.model) as module:
+            return rollout_lib.score(
+                module, self.policy.reference, queries, responses, self.pad_id, chunk, sampled
+            )
 
     def _reusable_sample(self, queries, responses) -> rollout_lib.Sampled | None:
         """The last generate()'s logprobs and values, if step() got exactly what it sampled
@@ -438,6 +438,8 @@ class PPOTrainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.ppo.max_grad_norm is not None:
             norm = self.accelerator.clip_grad_norm_(params, self.ppo.max_grad_norm)
+            if norm is None:  # DeepSpeed clips inside its own step and reports nothing here
+                return 0.0
         else:
             norm = torch.linalg.vector_norm(
                 torch.stack([p.grad.norm() for p in params if p.grad is not None])
@@ -477,35 +479,74 @@ class PPOTrainer:
     # -- checkpoints -----------------------------------------------------------------
 
     def save_checkpoint(self) -> Path | None:
-        """Adapter/weights + value head (safetensors), optimizer, KL controller, step, RNG."""
+        """Adapter/weights + value head (safetensors), optimizer, KL controller, step, RNG.
+
+        Every rank takes part (gathering sharded weights is a collective); rank 0 writes.
+        """
         self.accelerator.wait_for_everyone()
-        if self.run is None:
-            return None
-        path = self.run.save_checkpoint(
-            self.step_count, self._write_checkpoint, self.config.run.keep_checkpoints
-        )
+        state = distributed.full_state_dict(self.accelerator, self.model)
+        shards = self._stage_optimizer_shards()
+        path = None
+        if self.run is not None:
+            path = self.run.save_checkpoint(
+                self.step_count,
+                lambda folder: self._write_checkpoint(folder, state, shards),
+                self.config.run.keep_checkpoints,
+            )
+        # every rank waits here: a rank that ran ahead would pair its next collective
+        # (DDP's buffer broadcast) with this barrier and hang both
         self.accelerator.wait_for_everyone()
         return path
 
-    def _write_checkpoint(self, folder: Path) -> None:
-        state = {
-            k: v.detach().contiguous().cpu() for k, v in trainable_state_dict(self.policy).items()
+    def _stage_optimizer_shards(self) -> Path | None:
+        """Under ZeRO/FSDP each rank holds its own optimizer shard: ranks > 0 write theirs
+        beside the checkpoint, and rank 0 moves them in before the checkpoint is renamed
+        into place (so a complete checkpoint always has every shard)."""
+        if not distributed.optimizer_is_sharded(self.accelerator) or self.run_path is None:
+            return None
+        staging = self.run_path / CHECKPOINTS / f".shards-step-{self.step_count}"
+        if self.rank > 0:
+            staging.mkdir(parents=True, exist_ok=True)
+            torch.save(self.optimizer.state_dict(), staging / distributed.optimizer_file(self.rank))
+        self.accelerator.wait_for_everyone()
+        return staging
+
+    def _write_checkpoint(self, folder: Path, state: dict, shards: Path | None) -> None:
+        lm_state, head_state = split_policy_state(state)
+        weights = {
+            k: v.detach().contiguous().cpu()
+            for k, v in trainable_state_dict(self.policy, lm_state).items()
         }
-        save_file(_untie(state), str(folder / "weights.safetensors"))
-        save_value_head(self.policy, folder)
-        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        save_file(_untie(weights), str(folder / "weights.safetensors"))
+        save_value_head(self.policy, folder, head_state)
+        torch.save(self.optimizer.state_dict(), folder / distributed.optimizer_file(0))
+        if shards is not None:
+            for shard in shards.glob("optimizer-rank*.pt"):
+                shutil.move(str(shard), folder / shard.name)
+            shutil.rmtree(shards, ignore_errors=True)
         torch.save(_rng_state(), folder / "rng_state.pt")
         trainer_state = {"step": self.step_count, "kl_coef": self.kl_coef, "world_size": self.world}
         (folder / STATE).write_text(json.dumps(trainer_state, indent=2))
 
     def load_checkpoint(self, folder: Path) -> None:
         """Restore everything ``save_checkpoint`` wrote (a missing file says which)."""
-        for name in ("weights.safetensors", "value_head.safetensors", "optimizer.pt", STATE):
+        optimizer_file = (
+            distributed.optimizer_file(self.rank)
+            if distributed.optimizer_is_sharded(self.accelerator)
+            else distributed.optimizer_file(0)
+        )
+        for name in ("weights.safetensors", "value_head.safetensors", optimizer_file, STATE):
             if not (folder / name).is_file():
                 raise RewardtuneError(
                     f"checkpoint {folder} is missing {name}; delete it to resume from an older one"
                 )
         state = read_state(folder)
+        if state.get("world_size", 1) != self.world:
+            raise RewardtuneError(
+                f"checkpoint {folder} was written by {state.get('world_size', 1)} process(es); "
+                f"resume with the same number (now {self.world}): rewardtune train --processes "
+                f"{state.get('world_size', 1)} --resume ..."
+            )
         try:
             load_trainable_state_dict(
                 self.policy,
@@ -513,26 +554,24 @@ class PPOTrainer:
             )
             load_value_head(self.policy, folder)
             self.optimizer.load_state_dict(
-                torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+                torch.load(folder / optimizer_file, weights_only=True, map_location="cpu")
             )
             _set_rng_state(torch.load(folder / "rng_state.pt", weights_only=True))
         except (RuntimeError, OSError, ValueError, KeyError) as err:
             raise RewardtuneError(
                 f"checkpoint {folder} is unreadable: {str(err).splitlines()[0][:200]}"
             ) from err
-        if state.get("world_size", 1) != self.world:
-            raise RewardtuneError(
-                f"checkpoint {folder} was written by {state.get('world_size')} processes; resume "
-                f"with the same number (now {self.world})"
-            )
         self.step_count = int(state["step"])
         self.kl_coef = float(state["kl_coef"])
 
     def save_final(self) -> Path | None:
         self.accelerator.wait_for_everyone()
-        if self.run is None:
-            return None
-        return self.run.save_final(lambda folder: save_pretrained(self.policy, folder))
+        state = distributed.full_state_dict(self.accelerator, self.model)
+        path = None
+        if self.run is not None:
+            path = self.run.save_final(lambda folder: save_pretrained(self.policy, folder, state))
+        self.accelerator.wait_for_everyone()
+        return path
 
     def request_stop(self) -> None:
         self._stop_requested = True

@@ -1,0 +1,183 @@
+"""Everything several processes need from accelerate (and DeepSpeed/FSDP), in one place.
+
+`accelerate launch [--num_processes N] -m rewardtune train RECIPE` starts N copies of the
+trainer. Each takes a disjoint share of every global batch; gradients are averaged by the
+engine (DDP, FSDP or DeepSpeed, chosen by accelerate's config); stats are reduced across
+processes; rank 0 alone writes the run directory. This module holds the pieces of that
+which touch accelerate/DeepSpeed/FSDP APIs, so a library change touches one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from rewardtune.types import RewardtuneError
+
+log = logging.getLogger("rewardtune")
+
+
+def check_divisible(batch_size: int, mini_batch_size: int, world: int) -> None:
+    """``ppo.batch_size`` and ``ppo.mini_batch_size`` are global: each process takes 1/world."""
+    if batch_size % world or mini_batch_size % world:
+        raise RewardtuneError(
+            f"ppo.batch_size ({batch_size}) and ppo.mini_batch_size ({mini_batch_size}) are "
+            f"global and must divide by the {world} processes; set them to multiples of {world}"
+        )
+
+
+def contiguous_share(items: Sequence, rank: int, world: int) -> list:
+    """This rank's contiguous slice of ``items`` (len divisible by world): rank r gets the
+    r-th of ``world`` equal parts, so the gathered results come back in the original order."""
+    share = len(items) // world
+    return list(items[rank * share : (rank + 1) * share])
+
+
+def strided_share(n: int, rank: int, world: int) -> list[int]:
+    """Indices ``rank, rank + world, ...`` below ``n``: an uneven count splits within one."""
+    return list(range(rank, n, world))
+
+
+def gather_objects(accelerator, items: list) -> list:
+    """Every process's list, concatenated in rank order, on every process."""
+    if accelerator.num_processes == 1:
+        return list(items)
+    from accelerate.utils import gather_object
+
+    return gather_object(items)
+
+
+def parameters_are_sharded(accelerator) -> bool:
+    """FSDP and ZeRO-3 keep only a shard of each parameter on each process."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    return (
+        accelerator.distributed_type == DistributedType.DEEPSPEED and _zero_stage(accelerator) == 3
+    )
+
+
+def _zero_stage(accelerator) -> int:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return int(getattr(plugin, "zero_stage", 0) or 0)
+
+
+def prepare_engine(accelerator, micro_batch_size: int) -> None:
+    """DeepSpeed sizes its buffers from a micro batch that accelerate reads off a
+    dataloader; PPO has none, so give it the per-process mini-batch."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        config = accelerator.state.deepspeed_plugin.deepspeed_config
+        config["train_micro_batch_size_per_gpu"] = micro_batch_size
+        config.setdefault("gradient_accumulation_steps", 1)
+
+
+@contextlib.contextmanager
+def full_parameters(accelerator, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The unwrapped module with whole parameters, for sampling and scoring forwards that
+    run outside the engine (generate, the reference). DDP and one process: unwrap only.
+
+    ZeRO-3 gathers the shards with DeepSpeed's own ``unwrap_model_for_generation``; FSDP
+    with ``summon_full_params`` (read-only). Both hold the whole model on every process
+    while inside, which is what a rollout needs anyway.
+    """
+    from accelerate.utils import DistributedType
+
+    if not parameters_are_sharded(accelerator):
+        yield accelerator.unwrap_model(model)
+    elif accelerator.distributed_type == DistributedType.DEEPSPEED:
+        from deepspeed.runtime.zero import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(model) as unwrapped:
+            yield unwrapped
+    else:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False, recurse=True):
+            yield accelerator.unwrap_model(model)
+
+
+def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole (unwrapped) module's state dict; a collective under FSDP/ZeRO-3, where only
+    rank 0's copy is complete. Call it on every process."""
+    return accelerator.get_state_dict(model, unwrap=True)
+
+
+def optimizer_file(rank: int) -> str:
+    """``optimizer.pt`` for rank 0; sharded engines add one file per further rank."""
+    return "optimizer.pt" if rank == 0 else f"optimizer-rank{rank}.pt"
+
+
+def optimizer_is_sharded(accelerator) -> bool:
+    """ZeRO (any stage) and FSDP split the optimizer state; DDP replicates it."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.num_processes > 1 and accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+    )
+
+
+# --- `rewardtune train --processes N`: accelerate's launcher, with our error contract ------
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """Run ``python -m rewardtune ARGV`` as ``processes`` local processes through accelerate's
+    launcher (torchrun underneath: NCCL on GPUs, gloo on a CPU-only machine).
+
+    Returns the exit code: 0, or the first failed process's own code (2 for a user mistake,
+    whose one-line message that process has printed already), without the launcher's report.
+    """
+    import torch.distributed.elastic.multiprocessing.errors as elastic_errors
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    for name in ("torch.distributed.elastic", "accelerate"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    args = launch_command_parser().parse_args(
+        [
+            "--multi_gpu",  # torchrun; accelerate's --cpu flag would start one process
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "0",  # a free port: two runs on one machine must not collide
+            "-m",
+            "rewardtune",
+            *argv,
+        ]
+    )
+    try:
+        launch_command(args)
+    except elastic_errors.ChildFailedError as err:
+        codes = [f.exitcode for f in err.failures.values()]
+        return next((c for c in codes if c > 0), 1)
+    return 0
+
+
+def strip_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
+def cli_argv() -> list[str]:
+    """The arguments this process was started with, after ``python -m rewardtune``."""
+    return list(sys.argv[1:])

@@ -1,0 +1,244 @@
+"""Several processes on CPU (gloo): the same weights on every rank, stats over every rank's
+samples, one run directory, resume with the same number of processes, evaluation split across
+processes, and the global batch that does not divide."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from conftest import run_cli, set_args, tiny_overrides
+from rewardtune.distributed import check_divisible, contiguous_share, strided_share, strip_option
+from rewardtune.types import RewardtuneError
+
+HELPERS = Path(__file__).parent / "helpers"
+STEPS = 3
+
+
+def accelerate_launch(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240):
+    """`accelerate launch --num_processes 2` as a user types it on a CPU machine: accelerate's
+    --cpu flag picks its one-process launcher, so two processes come from --multi_gpu
+    (torchrun), and the children fall back to gloo because there is no CUDA."""
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        *args,
+    ]
+    full_env = os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env | (env or {}),
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "ddp.yaml"
+    spec = {"reward": [{"type": "python", "function": f"{HELPERS / 'rewards.py'}:recorded_reward"}]}
+    path.write_text(yaml.safe_dump(spec | {"eval": {"enabled": False}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def overrides(tiny_llama, prompts_file) -> list[str]:
+    return tiny_overrides(
+        tiny_llama,
+        prompts_file,
+        steps=STEPS,
+        **{
+            "ppo.learning_rate": 1e-2,
+            "ppo.ppo_epochs": 2,
+            "data.eval_fraction": 0.3,
+            "eval.prompts": 3,
+            "eval.batch_size": 1,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, recipe, overrides) -> Path:
+    """3 steps on 2 processes through `accelerate launch`; the folder holds only what it wrote."""
+    work = tmp_path_factory.mktemp("ddp")
+    result = accelerate_launch(
+        str(HELPERS / "dump_params.py"),
+        str(work),
+        "train",
+        str(recipe),
+        *set_args(overrides),
+        "--run-dir",
+        "run",
+        cwd=work,
+        env={"RT_SCORES_DIR": str(work)},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_end_with_identical_weights_on_both_ranks(two_process_run):
+    rank0 = load_file(two_process_run / "params-rank0.safetensors")
+    rank1 = load_file(two_process_run / "params-rank1.safetensors")
+    assert rank0.keys() == rank1.keys() and any("lora_B" in k for k in rank0)
+    for key in rank0:
+        assert (rank0[key] == rank1[key]).all(), f"{key} differs between ranks"
+    lora_b = [v for k, v in rank0.items() if "lora_B" in k]
+    assert any(v.abs().sum() > 0 for v in lora_b), "the adapter never trained"
+    final = load_file(two_process_run / "run" / "final" / "adapter_model.safetensors")
+    assert sum(v.abs().sum() for v in final.values()) > 0
+
+
+def test_logged_reward_mean_is_the_mean_over_both_ranks_samples(two_process_run):
+    per_rank = [
+        [
+            json.loads(line)
+            for line in (two_process_run / f"scores-rank{r}.jsonl").read_text().splitlines()
+        ]
+        for r in (0, 1)
+    ]
+    assert [len(calls) for calls in per_rank] == [STEPS, STEPS]  # one reward call per step
+    rows = metrics(two_process_run / "run")
+    assert [r["step"] for r in rows] == list(range(STEPS))
+    rank0_only = []
+    for step, row in enumerate(rows):
+        both = per_rank[0][step] + per_rank[1][step]
+        assert len(both) == 4  # the global batch, 2 samples per rank
+        assert row["env/reward_mean"] == pytest.approx(sum(both) / len(both), abs=1e-6)
+        rank0_only.append(sum(per_rank[0][step]) / 2)
+    # the check can tell: rank 0's own mean differs from the logged one on some step
+    assert any(abs(a - r["env/reward_mean"]) > 1e-3 for a, r in zip(rank0_only, rows, strict=True))
+
+
+def test_only_rank_0_writes_one_run_directory(two_process_run):
+    written = sorted(p.name for p in two_process_run.iterdir())
+    assert written == [
+        "params-rank0.safetensors",
+        "params-rank1.safetensors",
+        "run",
+        "scores-rank0.jsonl",
+        "scores-rank1.jsonl",
+    ]
+    run = two_process_run / "run"
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert checkpoints == ["step-2", "step-3"]  # keep_checkpoints = 2, no stray temp folders
+    assert len(metrics(run)) == STEPS  # rank 1 appended nothing
+    state = json.loads((run / "checkpoints" / "step-3" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
+
+
+def test_resume_with_two_processes_continues_and_evaluates_split_across_them(
+    two_process_run, tmp_path
+):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(two_process_run / "run"), str(run)], check=True)
+    resumed = run_cli(
+        "train",
+        "--resume",
+        str(run),
+        "--processes",
+        "2",
+        *set_args(["ppo.steps=5", "eval.enabled=true"]),
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resuming" in resumed.stderr and "from step-3" in resumed.stderr
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[:STEPS] == metrics(two_process_run / "run")  # the first steps are kept as they were
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-4", "step-5"]
+    # the evaluation ran on both processes (3 prompts, batches of 1: ranks 0,1,0) and gathered
+    # every row in prompt order; one process evaluating the same final/ draws the same samples
+    split = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert len(split) == 3
+    alone = run_cli("evaluate", str(run))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    single = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert [(r["prompt"], r["before"], r["after"]) for r in split] == [
+        (r["prompt"], r["before"], r["after"]) for r in single
+    ]
+
+
+def test_resume_with_another_number_of_processes_exits_2_with_one_line(two_process_run, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(two_process_run / "run"), str(run)], check=True)
+    before = (run / "metrics.jsonl").read_text()
+    result = run_cli("train", "--resume", str(run), *set_args(["ppo.steps=5"]))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "written by 2 process(es)" in errors[0], result.stderr
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_global_batch_not_divisible_by_the_processes_exits_2_with_one_line(
+    tmp_path, recipe, overrides
+):
+    bad = set_args([*overrides, "ppo.batch_size=3", "ppo.mini_batch_size=3"])
+    result = run_cli(
+        "train", str(recipe), *bad, "--run-dir", str(tmp_path / "run"), "--processes", "2"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: ppo.batch_size (3) and ppo.mini_batch_size (3) are global and must divide by the "
+        "2 processes; set them to multiples of 2"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_under_accelerate_launch_the_same_mistake_is_reported_once(tmp_path, recipe, overrides):
+    bad = set_args([*overrides, "ppo.batch_size=3", "ppo.mini_batch_size=3"])
+    result = accelerate_launch("-m", "rewardtune", "train", str(recipe), *bad, cwd=tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "must divide by the 2 processes" in errors[0], result.stderr
+
+
+# --- the pure helpers -------------------------------------------------------------------
+
+
+def test_contiguous_shares_partition_the_batch_in_rank_order():
+    items = list(range(8))
+    shares = [contiguous_share(items, r, 4) for r in range(4)]
+    assert shares == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+def test_strided_shares_split_an_uneven_count_within_one():
+    assert [strided_share(5, r, 2) for r in range(2)] == [[0, 2, 4], [1, 3]]
+    assert strided_share(1, 1, 2) == []
+
+
+def test_check_divisible_names_both_keys_and_the_process_count():
+    check_divisible(8, 4, 2)
+    with pytest.raises(
+        RewardtuneError, match=r"batch_size \(6\).*mini_batch_size \(3\).*2 processes"
+    ):
+        check_divisible(6, 3, 2)
+
+
+def test_strip_option_removes_the_option_and_its_value_in_both_spellings():
+    argv = ["train", "r.yaml", "--processes", "2", "--set", "a=1", "--processes=4"]
+    assert strip_option(argv, "--processes") == ["train", "r.yaml", "--set", "a=1"]
