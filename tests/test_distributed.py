@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import run_cli, set_args, tiny_overrides
+from conftest import ROOT, run_cli, set_args, tiny_overrides
 from rewardtune.distributed import check_divisible, contiguous_share, strided_share, strip_option
 from rewardtune.types import RewardtuneError
 
@@ -194,6 +196,44 @@ def test_resume_with_another_number_of_processes_exits_2_with_one_line(two_proce
     assert (run / "metrics.jsonl").read_text() == before
 
 
+def test_a_signal_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(
+    tmp_path, recipe, overrides
+):
+    env = os.environ | {
+        "RT_SCORES_DIR": str(tmp_path),
+        "RT_SLOW_S": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "300",
+    }
+    args = set_args([*overrides, "ppo.steps=30"])
+    command = [sys.executable, "-m", "rewardtune", "train", str(recipe), *args]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*command, "--run-dir", str(run), "--processes", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid_file = tmp_path / "pid-rank1"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert pid_file.exists(), proc.communicate(timeout=60)[1][-3000:]
+    os.kill(int(pid_file.read_text()), signal.SIGTERM)  # rank 1 only
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert f"rewardtune train --resume {run} --processes 2" in stderr
+    steps = len(metrics(run))
+    assert 1 <= steps < 30
+    newest = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").iterdir())[-1]
+    assert newest == steps  # both ranks stopped after the same step and it was saved
+    calls = [len((tmp_path / f"scores-rank{r}.jsonl").read_text().splitlines()) for r in (0, 1)]
+    assert calls == [steps, steps]
+
+
 def test_global_batch_not_divisible_by_the_processes_exits_2_with_one_line(
     tmp_path, recipe, overrides
 ):
@@ -215,6 +255,26 @@ def test_under_accelerate_launch_the_same_mistake_is_reported_once(tmp_path, rec
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "must divide by the 2 processes" in errors[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "name, engine",
+    [
+        ("ddp", "MULTI_GPU"),
+        ("fsdp", "FSDP"),
+        ("deepspeed-zero2", "DEEPSPEED"),
+        ("deepspeed-zero3", "DEEPSPEED"),
+    ],
+)
+def test_shipped_accelerate_configs_load_with_accelerates_own_loader(name, engine):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.name == engine
+    assert config.num_machines == 1 and config.main_process_port == 0
+    if engine == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+        assert config.deepspeed_config["gradient_accumulation_steps"] == 1
 
 
 # --- the pure helpers -------------------------------------------------------------------

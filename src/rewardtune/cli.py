@@ -149,7 +149,7 @@ def train(
         _say(
             accelerator,
             f"interrupted: checkpoint saved at step {trainer.step_count}. Resume with:\n"
-            f"  rewardtune train --resume {path}",
+            f"  rewardtune train --resume {path}{_processes_flag(accelerator)}",
         )
         accelerator.end_training()
         raise typer.Exit(130) from None
@@ -160,6 +160,11 @@ def train(
     if cfg.eval.enabled:
         _evaluate_and_report(trainer, path)  # every rank samples its share of the prompts
     accelerator.end_training()
+
+
+def _processes_flag(accelerator) -> str:
+    n = accelerator.num_processes
+    return f" --processes {n}" if n > 1 else ""
 
 
 def _write_run_info(trainer, wall_time_s: float) -> None:

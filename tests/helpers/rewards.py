@@ -53,7 +53,12 @@ def recorded_reward(prompts, responses):
 
     scores = [len(r) / 10 for r in responses]
     if "RT_SCORES_DIR" in os.environ:
-        path = Path(os.environ["RT_SCORES_DIR"]) / f"scores-rank{os.environ.get('RANK', '0')}.jsonl"
-        with path.open("a") as f:
+        folder, rank = Path(os.environ["RT_SCORES_DIR"]), os.environ.get("RANK", "0")
+        with (folder / f"scores-rank{rank}.jsonl").open("a") as f:
             f.write(json.dumps(scores) + "\n")
+        (folder / f"pid-rank{rank}").write_text(str(os.getpid()))
+    if "RT_SLOW_S" in os.environ:
+        import time
+
+        time.sleep(float(os.environ["RT_SLOW_S"]))
     return scores

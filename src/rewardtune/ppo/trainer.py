@@ -296,7 +296,7 @@ class PPOTrainer:
                 if progress is not None:
                     progress(self.step_count, stats)
                 save_every = self.config.run.save_every
-                if self._stop_requested:
+                if self._any_rank(self._stop_requested):
                     self.save_checkpoint()
                     raise Interrupted(self.step_count)
                 if save_every and self.step_count % save_every == 0:
@@ -468,6 +468,13 @@ class PPOTrainer:
                 f"{self.ppo.max_kl}; the policy ran away from the reference (raise init_kl_coef "
                 "or lower learning_rate)"
             )
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every process when it is true on any: a stop that reached one process
+        (a signal sent to one pid) must stop all of them at the same step."""
+        if self.world == 1:
+            return flag
+        return self._global_mean(torch.tensor([float(flag)])) > 0
 
     def _global_mean(self, values: torch.Tensor) -> float:
         """Mean over every process's values (each process holds an equal share)."""
