@@ -17,7 +17,13 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli, set_args, tiny_overrides
-from rewardtune.distributed import check_divisible, contiguous_share, strided_share, strip_option
+from rewardtune.distributed import (
+    check_divisible,
+    contiguous_share,
+    launch_arguments,
+    strided_share,
+    strip_option,
+)
 from rewardtune.types import RewardtuneError
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -28,23 +34,7 @@ def accelerate_launch(*args: str, cwd: Path, env: dict | None = None, timeout: f
     """`accelerate launch --num_processes 2` as a user types it on a CPU machine: accelerate's
     --cpu flag picks its one-process launcher, so two processes come from --multi_gpu
     (torchrun), and the children fall back to gloo because there is no CUDA."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        *args,
-    ]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launch_arguments(2), *args]
     full_env = os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         command,
@@ -201,6 +191,7 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(
 ):
     env = os.environ | {
         "RT_SCORES_DIR": str(tmp_path),
+        "RT_WRITE_PID": "1",
         "RT_SLOW_S": "1",
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",

@@ -22,10 +22,11 @@ def queries(policy) -> list[torch.Tensor]:
     return [torch.tensor(policy.tokenizer(t)["input_ids"]) for t in texts]
 
 
-def test_sampling_logprobs_and_values_match_a_separate_forward_pass(policy):
+@pytest.mark.parametrize("engine", ["hf", "fast"])
+def test_sampling_logprobs_and_values_match_a_separate_forward_pass(policy, engine):
     torch.manual_seed(0)
     module = policy.module
-    gen = GenerationConfig(max_new_tokens=7)
+    gen = GenerationConfig(max_new_tokens=7, engine=engine)
     qs = queries(policy)
     sampled = rollout.generate(
         module.lm,

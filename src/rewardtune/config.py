@@ -152,6 +152,7 @@ class GenerationConfig(Section):
     top_k: int = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     temperature: float = Field(1.0, gt=0)
+    engine: Literal["hf", "fast"] = "fast"  # fast: our static-cache decode loop, same draws
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:

@@ -127,6 +127,25 @@ def optimizer_is_sharded(accelerator) -> bool:
 # --- `rewardtune train --processes N`: accelerate's launcher, with our error contract ------
 
 
+def launch_arguments(processes: int) -> list[str]:
+    """``accelerate launch`` options for ``processes`` local processes, GPUs or CPU alike:
+    torchrun underneath (accelerate's --cpu flag would start one process), every default
+    spelled out (no warnings), and a free port (two runs on one machine must not collide)."""
+    return [
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+    ]
+
+
 def launch(processes: int, argv: list[str]) -> int:
     """Run ``python -m rewardtune ARGV`` as ``processes`` local processes through accelerate's
     launcher (torchrun underneath: NCCL on GPUs, gloo on a CPU-only machine).
@@ -140,22 +159,7 @@ def launch(processes: int, argv: list[str]) -> int:
     for name in ("torch.distributed.elastic", "accelerate"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     args = launch_command_parser().parse_args(
-        [
-            "--multi_gpu",  # torchrun; accelerate's --cpu flag would start one process
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "0",  # a free port: two runs on one machine must not collide
-            "-m",
-            "rewardtune",
-            *argv,
-        ]
+        [*launch_arguments(processes), "-m", "rewardtune", *argv]
     )
     try:
         launch_command(args)

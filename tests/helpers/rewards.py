@@ -48,7 +48,8 @@ def raising_reward(prompts, responses):
 
 
 def recorded_reward(prompts, responses):
-    """length_reward, and each call's scores appended to $RT_SCORES_DIR/scores-rank{RANK}.jsonl."""
+    """length_reward, and each call's scores appended to $RT_SCORES_DIR/scores-rank{RANK}.jsonl
+    (with $RT_WRITE_PID set, the process id too, in $RT_SCORES_DIR/pid-rank{RANK})."""
     import json
 
     scores = [len(r) / 10 for r in responses]
@@ -56,7 +57,8 @@ def recorded_reward(prompts, responses):
         folder, rank = Path(os.environ["RT_SCORES_DIR"]), os.environ.get("RANK", "0")
         with (folder / f"scores-rank{rank}.jsonl").open("a") as f:
             f.write(json.dumps(scores) + "\n")
-        (folder / f"pid-rank{rank}").write_text(str(os.getpid()))
+        if "RT_WRITE_PID" in os.environ:
+            (folder / f"pid-rank{rank}").write_text(str(os.getpid()))
     if "RT_SLOW_S" in os.environ:
         import time
 

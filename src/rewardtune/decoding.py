@@ -1,0 +1,322 @@
+"""The fast sampling engine (``generation.engine: fast``): our own decode loop over a static
+KV cache that draws exactly what ``lm.generate`` draws.
+
+The left-padded batch is prefilled once, then decoded one token per forward into a
+``transformers.StaticCache``, with positions that count real tokens only (as generate does
+under left padding) and a ``(batch, cache_len)`` attention mask whose shape never changes.
+Each step applies the logits processors generate builds for our config, in its order, then
+samples the whole batch (finished rows included) exactly as ``GenerationMixin._sample``, so
+the same torch seed gives the same tokens. The sampled token's logprob under the raw logits
+and V(last hidden state) are kept from the same forward.
+
+On CUDA the one-token step is captured once as a CUDA graph and replayed (no per-token Python
+or kernel-launch overhead); anywhere else, or if capture fails, the same step runs eagerly.
+
+Callers put the LM and value head in eval mode and run under ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from rewardtune.config import GenerationConfig
+
+log = logging.getLogger("rewardtune")
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log ``message`` at WARNING the first time this process sees it."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+@dataclass
+class Decoded:
+    """New tokens of a batch, pad after each row's EOS, with what sampling computed for them."""
+
+    tokens: torch.Tensor  # (B, T), T <= max_new_tokens
+    logprobs: torch.Tensor | None = None  # (B, T) log pi(token) under the raw logits
+    values: torch.Tensor | None = None  # (B, T) V(last hidden state before the token)
+
+
+def base_model(lm: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a peft wrapper (or ``lm`` itself)."""
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
+def unsupported_reason(lm: torch.nn.Module, seq2seq: bool) -> str | None:
+    """Why this engine cannot decode ``lm`` the way generate() does, or None if it can."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    if seq2seq:
+        return "for encoder-decoder models"
+    base = base_model(lm)
+    if "cache" not in inspect.signature(base.forward).parameters:
+        return f"for {type(base).__name__}: its forward takes no `cache` (StaticCache)"
+    attention = base.config._attn_implementation
+    if attention not in ("sdpa", "eager"):
+        return f"with attn_implementation={attention}"
+    layers = StaticCache(config=base.config, max_cache_len=1).layers
+    if any(type(layer) is not StaticLayer for layer in layers):
+        return "for sliding-window, hybrid or linear attention"
+    return None
+
+
+def logits_processors(
+    gen: GenerationConfig, prompt_len: int, max_new_tokens: int, eos: torch.Tensor
+):
+    """The processors generate() applies for ``hf_generation_config(gen, ...)``, in the order
+    and under the conditions of ``GenerationMixin._get_logits_processor``."""
+    from transformers import (
+        LogitsProcessorList,
+        MinNewTokensLengthLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    min_new_tokens = min(gen.min_new_tokens, max_new_tokens)
+    if min_new_tokens > 0 and len(eos):
+        # generate() adds MinLengthLogitsProcessor(prompt_len + min_new_tokens) as well: the
+        # same -inf on the same EOS logits, so once is identical
+        processors.append(
+            MinNewTokensLengthLogitsProcessor(prompt_len, min_new_tokens, eos, device=eos.device)
+        )
+    if gen.do_sample:
+        if gen.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(gen.temperature))
+        if gen.top_k != 0:
+            processors.append(TopKLogitsWarper(top_k=gen.top_k, min_tokens_to_keep=1))
+        if gen.top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p=gen.top_p, min_tokens_to_keep=1))
+    return processors
+
+
+def choose_tokens(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
+    """(B, V) processed scores -> (B,) tokens, drawn as ``_sample`` draws them."""
+    if do_sample:
+        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+    return torch.argmax(scores, dim=-1)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log pi(token): logits (B, V) float32, tokens (B,) -> (B,)."""
+    picked = logits.gather(-1, tokens[:, None]).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def forward_last(
+    lm: torch.nn.Module,
+    value_head: torch.nn.Module | None,
+    cache,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    logits_to_keep: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward over ``cache``: input_ids and position_ids (B, q), attention_mask
+    (B, cache_len) -> float32 logits (B, V) and values (B,) at the last position
+    (``logits_to_keep``: the LM can skip the head on the other positions).
+
+    The mask keeps its (B, cache_len) shape: with a static cache and one query token the
+    model's own mask code then takes no data-dependent branch (it never tries to skip the
+    mask), so the step can be captured, and it builds the mask format of its attention."""
+    keep = {"logits_to_keep": 1} if logits_to_keep else {}
+    out = lm(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cache=cache,
+        use_cache=True,
+        output_hidden_states=value_head is not None,
+        **keep,
+    )
+    logits = out.logits[:, -1].float()
+    values = None if value_head is None else value_head(out.hidden_states[-1][:, -1]).float()
+    return logits, values
+
+
+def sample(
+    lm: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    gen: GenerationConfig,
+    max_new_tokens: int,
+    pad_id: int,
+    eos_ids: list[int],
+    value_head: torch.nn.Module | None = None,
+) -> Decoded:
+    """Up to ``max_new_tokens`` new tokens per row of left-padded ``input_ids`` (B, P) with
+    ``attention_mask`` (B, P), stopping once every row has sampled an EOS."""
+    batch, prompt_len = input_ids.shape
+    device = input_ids.device
+    keep = value_head is not None
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
+    processors = logits_processors(gen, prompt_len, max_new_tokens, eos)
+    step = _decode_step(lm, value_head, batch, prompt_len + max_new_tokens, device)
+    mask = torch.zeros(batch, step.cache_len, dtype=torch.long, device=device)
+    mask[:, :prompt_len] = attention_mask
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # pads sit at 0
+    sequences = torch.full((batch, prompt_len + max_new_tokens), pad_id, device=device)
+    sequences[:, :prompt_len] = input_ids
+    logprobs = torch.zeros(batch, max_new_tokens, device=device) if keep else None
+    values = torch.zeros(batch, max_new_tokens, device=device) if keep else None
+    unfinished = torch.ones(batch, dtype=torch.long, device=device)
+    logits, value = step.prefill(input_ids, mask, positions)
+    position = positions[:, -1:]
+    for n in range(max_new_tokens):
+        end = prompt_len + n
+        if n:
+            mask[:, end - 1] = 1  # every row attends to its last token, pad or not
+            position = position + 1
+            logits, value = step(sequences[:, end - 1 : end], mask, position)
+        token = choose_tokens(processors(sequences[:, :end], logits), gen.do_sample)
+        token = token * unfinished + pad_id * (1 - unfinished)  # finished rows get pad
+        sequences[:, end] = token
+        if keep:
+            logprobs[:, n] = token_logprobs(logits, token)
+            values[:, n] = value
+        unfinished = unfinished & ~torch.isin(token, eos)
+        if not unfinished.any():  # where generate() stops: the same draws from the RNG
+            break
+    steps = n + 1
+    return Decoded(
+        sequences[:, prompt_len : prompt_len + steps],
+        logprobs[:, :steps] if keep else None,
+        values[:, :steps] if keep else None,
+    )
+
+
+# --- the decode step: eager, or one CUDA graph per (batch, cache length, weights) ------
+
+
+class _EagerStep:
+    """The prefill and one-token forwards over a fresh static cache of ``cache_len`` tokens."""
+
+    def __init__(self, lm, value_head, cache_len: int):
+        from transformers import StaticCache
+
+        self.lm, self.value_head, self.cache_len = lm, value_head, cache_len
+        base = base_model(lm)
+        self.cache = StaticCache(config=base.config, max_cache_len=cache_len)
+        self.logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        return forward_last(
+            self.lm,
+            self.value_head,
+            self.cache,
+            input_ids,
+            attention_mask,
+            position_ids,
+            self.logits_to_keep,
+        )
+
+    prefill = __call__ = forward
+
+
+class _GraphedStep(_EagerStep):
+    """The one-token forward captured as a CUDA graph over static input buffers and a static
+    cache allocated before capture; the prefill stays eager. Replays read the buffers and the
+    weights in place, so the graph is reused while neither moves (see ``_weights_key``)."""
+
+    def __init__(self, lm, value_head, batch: int, cache_len: int, device: torch.device):
+        super().__init__(lm, value_head, cache_len)
+        self.input_ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.position_ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.attention_mask = torch.zeros(batch, cache_len, dtype=torch.long, device=device)
+        self.attention_mask[:, 0] = 1
+        self._run_step()  # StaticCache allocates its tensors on first use: before capture
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up off the capturing stream, as torch asks
+            for _ in range(2):
+                self.cache.reset()
+                self._run_step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):  # records kernels, runs none
+            self.logits, self.values = self._run_step()
+
+    def _run_step(self):
+        return self.forward(self.input_ids, self.attention_mask, self.position_ids)
+
+    def prefill(self, input_ids, attention_mask, position_ids):
+        self.cache.reset()  # in place: the graph keeps reading the same tensors
+        return self.forward(input_ids, attention_mask, position_ids)
+
+    def __call__(self, input_ids, attention_mask, position_ids):
+        self.input_ids.copy_(input_ids)
+        self.attention_mask.copy_(attention_mask)
+        self.position_ids.copy_(position_ids)
+        self.graph.replay()
+        return self.logits, self.values  # overwritten by the next replay
+
+
+_GRAPH_CACHE_ROUND = 64  # cache lengths round up to this, so graphs serve many prompt lengths
+_MAX_GRAPHS = 4
+_graphs: dict[tuple, _GraphedStep] = {}
+_graphs_failed = False
+
+
+def _decode_step(lm, value_head, batch: int, cache_len: int, device: torch.device):
+    if device.type != "cuda" or _graphs_failed or _is_bitsandbytes(lm):
+        return _EagerStep(lm, value_head, cache_len)
+    cache_len = math.ceil(cache_len / _GRAPH_CACHE_ROUND) * _GRAPH_CACHE_ROUND
+    key = (batch, cache_len, _weights_key(lm, value_head))
+    if key not in _graphs:
+        graphed = _capture(lm, value_head, batch, cache_len, device)
+        if graphed is None:
+            return _EagerStep(lm, value_head, cache_len)
+        while len(_graphs) >= _MAX_GRAPHS:
+            _graphs.pop(next(iter(_graphs)))
+        _graphs[key] = graphed
+    return _graphs[key]
+
+
+def _capture(lm, value_head, batch, cache_len, device) -> _GraphedStep | None:
+    global _graphs_failed
+    try:
+        with torch.cuda.device(device):
+            return _GraphedStep(lm, value_head, batch, cache_len, device)
+    except Exception as err:  # noqa: BLE001 - whatever breaks capture, decode eagerly
+        _graphs_failed = True
+        detail = str(err).strip().splitlines()
+        reason = type(err).__name__ + (f": {detail[0][:200]}" if detail else "")
+        warn_once(f"generation.engine=fast: CUDA graph capture failed ({reason}); decoding eagerly")
+        return None
+
+
+def _weights_key(lm, value_head) -> tuple:
+    """What a captured step depends on besides its input buffers: the storage of every
+    parameter (FSDP/ZeRO-3 gather into new storage) and the Python switches its forward reads
+    (train/eval, peft's adapter on/off, as the reference policy flips it)."""
+    modules = [*lm.modules(), *(value_head.modules() if value_head is not None else ())]
+    return tuple(
+        (
+            id(m),
+            m.training,
+            getattr(m, "disable_adapters", None),
+            getattr(m, "merged", None),
+            *(p.data_ptr() for p in m.parameters(recurse=False)),
+        )
+        for m in modules
+    )
+
+
+def _is_bitsandbytes(lm) -> bool:
+    """bitsandbytes kernels are not verified under CUDA graph capture: decode those eagerly.
+    (GGUF models are dequantized at load: plain weights.)"""
+    quantizer = getattr(base_model(lm), "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    return getattr(method, "value", method) == "bitsandbytes"

@@ -1,0 +1,171 @@
+"""generation.engine=fast draws what generate() draws: the same tokens for the same seed,
+logprobs and values equal to a separate forward pass, and a logged fallback to hf where it
+cannot (encoder-decoder models, extra processors in the model's generation_config)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from rewardtune import decoding, rollout
+from rewardtune.config import GenerationConfig, ModelConfig
+from rewardtune.models import load_policy
+
+TEXTS = ["the movie was", "my neighbour plays loud music every night", "x", "what a lovely day"]
+LENGTHS = [5, 16, 9, 12]
+SETTINGS = {
+    "default-sampling": {},
+    "top-k-top-p-temperature-min-new": {
+        "top_k": 20,
+        "top_p": 0.8,
+        "temperature": 0.7,
+        "min_new_tokens": 4,
+    },
+    "greedy": {"do_sample": False},
+}
+EOS = {"rare-eos": [1], "frequent-eos": list(range(1, 120))}  # frequent: rows stop early
+
+
+@pytest.fixture(scope="module", params=["tiny_llama", "tiny_gpt2"])
+def policy(request):
+    path = request.getfixturevalue(request.param)
+    policy = load_policy(ModelConfig(name=str(path)))
+    perturb_lora(policy.module.lm)
+    return policy
+
+
+def perturb_lora(lm) -> None:
+    """Non-zero LoRA B, so the adapter changes the logits, and sharper attention, so that
+    positions and the padding mask change them too (a fresh tiny model attends uniformly)."""
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in lm.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=rng) * 0.5)
+            elif any(k in name for k in ("q_proj", "k_proj", "c_attn")) and "lora" not in name:
+                param.mul_(10)
+
+
+def queries(policy) -> list[torch.Tensor]:
+    return [torch.tensor(policy.tokenizer(t)["input_ids"]) for t in TEXTS]
+
+
+def sample(policy, engine: str, seed: int = 0, eos=(1,), lengths=LENGTHS, **settings):
+    torch.manual_seed(seed)
+    return rollout.generate(
+        policy.module.lm,
+        queries(policy),
+        GenerationConfig(max_new_tokens=16, engine=engine, **settings),
+        policy.tokenizer.pad_token_id,
+        list(eos),
+        lengths,
+        policy.seq2seq,
+        value_head=policy.module.v_head,
+    )
+
+
+def no_generate(*args, **kwargs):
+    raise AssertionError("engine=fast called lm.generate")
+
+
+@pytest.mark.parametrize("eos", EOS.values(), ids=EOS.keys())
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_fast_engine_samples_the_same_tokens_as_generate_for_the_same_seed(
+    policy, settings, eos, monkeypatch
+):
+    hf = sample(policy, "hf", eos=eos, **settings)
+    monkeypatch.setattr(policy.module.lm, "generate", no_generate)
+    fast = sample(policy, "fast", eos=eos, **settings)
+    assert [r.tolist() for r in fast.responses] == [r.tolist() for r in hf.responses]
+    assert all(len(r) <= n for r, n in zip(fast.responses, LENGTHS, strict=True))
+    torch.testing.assert_close(fast.logprobs, hf.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.values, hf.values, atol=1e-5, rtol=0)
+
+
+def test_fast_engine_consumes_the_seed(policy):
+    """Different seeds draw different tokens: the equality above is not a constant output."""
+    first, second = sample(policy, "fast", seed=0), sample(policy, "fast", seed=1)
+    assert [r.tolist() for r in first.responses] != [r.tolist() for r in second.responses]
+
+
+def test_fast_engine_logprobs_and_values_match_a_separate_forward_pass(policy):
+    sampled = sample(policy, "fast", eos=EOS["frequent-eos"], min_new_tokens=2)
+    pad = policy.tokenizer.pad_token_id
+    args = (policy.module, policy.reference, queries(policy), sampled.responses, pad, 16)
+    fresh = rollout.score(*args)
+    kept = rollout.score(*args, sampled)
+    torch.testing.assert_close(kept.logprobs, fresh.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(kept.values, fresh.values, atol=1e-5, rtol=0)
+    # the perturbed adapter matters: the policy is not the reference
+    assert (fresh.logprobs - fresh.ref_logprobs).abs().max() > 1e-3
+
+
+def test_model_generation_defaults_change_neither_engine(policy, monkeypatch):
+    before = {e: sample(policy, e, do_sample=False).responses for e in ("hf", "fast")}
+    config = policy.module.lm.generation_config
+    for key, value in {
+        "repetition_penalty": 5.0,
+        "no_repeat_ngram_size": 1,
+        "num_beams": 3,
+    }.items():
+        monkeypatch.setattr(config, key, value, raising=False)
+    for engine, responses in before.items():
+        after = sample(policy, engine, do_sample=False).responses
+        assert [r.tolist() for r in after] == [r.tolist() for r in responses], engine
+
+
+def test_a_processor_only_generate_applies_sends_fast_to_hf(policy, monkeypatch, caplog):
+    monkeypatch.setattr(decoding, "_warned", set())
+    hf = sample(policy, "hf", do_sample=False).responses
+    monkeypatch.setattr(policy.module.lm.generation_config, "suppress_tokens", [int(hf[1][0])])
+    suppressed = sample(policy, "hf", do_sample=False).responses
+    assert suppressed[1][0] != hf[1][0]
+    with caplog.at_level(logging.WARNING, logger="rewardtune"):
+        fast = sample(policy, "fast", do_sample=False).responses
+    assert [r.tolist() for r in fast] == [r.tolist() for r in suppressed]
+    assert "generation_config sets suppress_tokens; using hf" in caplog.text
+
+
+def test_graph_key_changes_when_the_adapter_is_disabled(policy):
+    """A captured CUDA graph replays the adapter state it saw: the key must see the switch."""
+    lm, head = policy.module.lm, policy.module.v_head
+    on = decoding._weights_key(lm, head)
+    with lm.disable_adapter():
+        off = decoding._weights_key(lm, head)
+    assert on != off
+    assert decoding._weights_key(lm, head) == on
+
+
+def test_encoder_decoder_falls_back_to_hf_with_one_warning(tiny_t5, monkeypatch, caplog):
+    monkeypatch.setattr(decoding, "_warned", set())
+    policy = load_policy(ModelConfig(name=str(tiny_t5)))
+    perturb_lora(policy.module.lm)
+    hf = sample(policy, "hf")
+    with caplog.at_level(logging.WARNING, logger="rewardtune"):
+        fast = sample(policy, "fast")
+        sample(policy, "fast")
+    assert [r.tolist() for r in fast.responses] == [r.tolist() for r in hf.responses]
+    message = "generation.engine=fast is not supported for encoder-decoder models; using hf"
+    assert [r.getMessage() for r in caplog.records].count(message) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_engine_samples_the_same_tokens_as_generate(tiny_llama, monkeypatch):
+    policy = load_policy(ModelConfig(name=str(tiny_llama), dtype="float32"), device="cuda")
+    perturb_lora(policy.module.lm)
+    monkeypatch.setattr(decoding, "_graphs", {})
+    monkeypatch.setattr(decoding, "_graphs_failed", False)
+    hf = sample(policy, "hf", eos=EOS["frequent-eos"])
+    for _ in range(2):  # the second call replays the graph captured by the first
+        fast = sample(policy, "fast", eos=EOS["frequent-eos"])
+        assert [r.tolist() for r in fast.responses] == [r.tolist() for r in hf.responses]
+    assert len(decoding._graphs) == 1 and not decoding._graphs_failed
+    with policy.module.lm.disable_adapter():
+        reference_hf = sample(policy, "hf", eos=EOS["frequent-eos"])
+        reference_fast = sample(policy, "fast", eos=EOS["frequent-eos"])
+    assert [r.tolist() for r in reference_fast.responses] == [
+        r.tolist() for r in reference_hf.responses
+    ]
+    assert len(decoding._graphs) == 2
