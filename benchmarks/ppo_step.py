@@ -2,7 +2,8 @@
 
 W1 (CPU): SmolLM2-135M-Instruct (GGUF, float32), 2 threads, LoRA r=16 alpha=16 dropout 0.05,
 batch 16, mini-batch 4, 1 PPO epoch, 32 new tokens (top_k=0, top_p=1.0), VADER reward on the
-response, 64 prompts of 4-12 tokens, one warm-up step then 3 timed steps.
+response, 64 prompts of 4-12 tokens, one warm-up step then 3 timed steps, with
+``generation.engine`` fast (the default) or hf (``--engine``).
 
 W2 (one CUDA GPU): a randomly initialised model with TinyLlama-1.1B-Chat-v1.0's exact config
 (Llama, hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 KV heads, vocab 32000, untied LM
@@ -44,7 +45,7 @@ N_head = vocab * hidden; L = layers, d = hidden size. For W2: N_body = 0.969e9, 
 S = 192, R = 128, about 0.79 TFLOP per sequence, 50.6 TFLOP per update. Elementwise work
 (RMSNorm, SiLU, softmax, rotary, loss) is not counted.
 
-    python benchmarks/ppo_step.py --workload W1
+    python benchmarks/ppo_step.py --workload W1 [--engine fast|hf]
     python benchmarks/ppo_step.py --workload W2 [--steps 3] [--peak-tflops 989.4]
     python benchmarks/ppo_step.py --workload W2 --cpu-smoke   # tiny shapes, float32, CPU
 
@@ -168,7 +169,7 @@ def w1_prompt_file(folder: Path) -> Path:
     return path
 
 
-def w1_config(prompts: Path):
+def w1_config(prompts: Path, engine: str):
     return recipe_config(
         {
             "model.name": "smollm2-135m-instruct",
@@ -183,16 +184,17 @@ def w1_config(prompts: Path):
             "ppo.mini_batch_size": 4,
             "ppo.ppo_epochs": 1,
             "ppo.steps": 4,
+            "generation.engine": engine,
         }
     )
 
 
-def run_w1(timed_steps: int) -> dict:
+def run_w1(timed_steps: int, engine: str) -> dict:
     from rewardtune.rewards.lexicon import VaderReward
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
-        config = w1_config(w1_prompt_file(Path(tmp)))
+        config = w1_config(w1_prompt_file(Path(tmp)), engine)
         trainer = PPOTrainer(config)
         vader = VaderReward(input="response")
         rows = []
@@ -209,6 +211,7 @@ def run_w1(timed_steps: int) -> dict:
     mean = mean_rows(rows[1:])  # the first step is the warm-up
     return {
         "seconds_per_step": mean["total"],
+        "generate_s": mean["generate"],
         "rollout_s": mean["rollout"],
         "reward_s": mean["reward"],
         "update_s": mean["update"],
@@ -218,9 +221,12 @@ def run_w1(timed_steps: int) -> dict:
     }
 
 
-def print_w1(timed_steps: int) -> None:
-    figures = run_w1(timed_steps)
-    print(f"workload W1: rewardtune, SmolLM2-135M float32 CPU x{torch.get_num_threads()} threads")
+def print_w1(timed_steps: int, engine: str) -> None:
+    figures = run_w1(timed_steps, engine)
+    print(
+        f"workload W1: rewardtune (engine {engine}), SmolLM2-135M float32 CPU "
+        f"x{torch.get_num_threads()} threads"
+    )
     for key, value in figures.items():
         print(f"  {key:24s} {value:10.3f}")
     print(json.dumps(figures))
@@ -512,6 +518,9 @@ def main() -> None:
     parser.add_argument("--workload", default="W1", choices=["W1", "W2"])
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
     parser.add_argument(
+        "--engine", default="fast", choices=["hf", "fast"], help="W1: generation.engine"
+    )
+    parser.add_argument(
         "--peak-tflops", type=float, default=None, help="W2: the device's peak dense bf16 TFLOP/s"
     )
     parser.add_argument(
@@ -522,7 +531,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries()
     if args.workload == "W1":
-        print_w1(args.steps)
+        print_w1(args.steps, args.engine)
         return
     if not torch.cuda.is_available() and not args.cpu_smoke:
         sys.exit("W2 needs a CUDA GPU and this machine has none (--cpu-smoke runs it tiny on CPU)")

@@ -178,7 +178,7 @@ def main() -> None:
         recipe = write_recipe(folder)
         runs = [measure(p, t, recipe, args, folder / f"run-{p}x{t}") for p, t in RUNS]
     print(
-        f"scaling: tiny Llama (hidden 64, 2 layers), CPU gloo, global batch {BATCH}, mini-batch "
+        f"scaling: tiny Llama (hidden 32, 2 layers), CPU gloo, global batch {BATCH}, mini-batch "
         f"{MINI_BATCH}, {NEW_TOKENS} new tokens, {args.warmup} warm-up + {args.steps} timed steps"
     )
     one, two, single_thread = runs

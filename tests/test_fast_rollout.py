@@ -4,6 +4,7 @@ cannot (encoder-decoder models, extra processors in the model's generation_confi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from rewardtune import decoding, rollout
 from rewardtune.config import GenerationConfig, ModelConfig
 from rewardtune.models import load_policy
+from rewardtune.rollout import eval_mode
 
 TEXTS = ["the movie was", "my neighbour plays loud music every night", "x", "what a lovely day"]
 LENGTHS = [5, 16, 9, 12]
@@ -169,3 +171,79 @@ def test_cuda_graph_engine_samples_the_same_tokens_as_generate(tiny_llama, monke
         r.tolist() for r in reference_hf.responses
     ]
     assert len(decoding._graphs) == 2
+
+
+def test_cache_keyword_follows_the_transformers_version_and_refuses_cache_position():
+    def current(input_ids=None, attention_mask=None, position_ids=None, cache=None): ...
+
+    def earlier_5x(input_ids=None, position_ids=None, past_key_values=None, use_cache=None): ...
+
+    def with_cache_position(input_ids=None, past_key_values=None, cache_position=None): ...
+
+    def no_cache(input_ids=None, attention_mask=None): ...
+
+    assert decoding.cache_argument(current) == "cache"
+    assert decoding.cache_argument(earlier_5x) == "past_key_values"
+    assert decoding.cache_argument(with_cache_position) is None
+    assert decoding.cache_argument(no_cache) is None
+
+
+def test_a_model_taking_past_key_values_decodes_the_same_tokens(policy, monkeypatch):
+    """transformers 5.17 (the GPU image's) names the cache past_key_values: fast still runs."""
+    base = decoding.base_model(policy.module.lm)
+    forward = base.forward
+
+    def renamed(
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        use_cache=None,
+        logits_to_keep=0,
+        **kwargs,
+    ):
+        return forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=past_key_values,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    hf = sample(policy, "hf")
+    monkeypatch.setattr(base, "forward", renamed)
+    monkeypatch.setattr(policy.module.lm, "generate", no_generate)
+    assert decoding.unsupported_reason(policy.module.lm, seq2seq=False) is None
+    fast = sample(policy, "fast")
+    assert [r.tolist() for r in fast.responses] == [r.tolist() for r in hf.responses]
+
+
+@pytest.mark.parametrize("adapter", ["policy", "reference"])
+def test_one_token_step_traces_as_one_graph_so_a_cuda_graph_can_record_it(policy, adapter):
+    """CUDA graph capture fails on a host sync (.item(), a branch on a tensor's value) inside
+    the decode step. On CPU, TorchDynamo finds the same things as graph breaks: the step of
+    the policy (adapter on) and of the reference (adapter off) must trace whole."""
+    import torch._dynamo as dynamo
+
+    lm, head = policy.module.lm, policy.module.v_head
+    batch, prompt_len = 3, 5
+    step = decoding._EagerStep(lm, head, prompt_len + 4)
+    input_ids = torch.randint(
+        3, 50, (batch, prompt_len), generator=torch.Generator().manual_seed(0)
+    )
+    attention = torch.ones(batch, prompt_len, dtype=torch.long)
+    attention[0, :2] = 0  # a left-padded row
+    mask = torch.zeros(batch, step.cache_len, dtype=torch.long)
+    mask[:, :prompt_len] = attention
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    switch = lm.disable_adapter() if adapter == "reference" else contextlib.nullcontext()
+    dynamo.reset()
+    with switch, eval_mode(lm), eval_mode(head), torch.no_grad():
+        step.prefill(input_ids, mask, positions)
+        mask[:, prompt_len] = 1
+        token = input_ids[:, -1:]
+        explained = dynamo.explain(step.__call__)(token, mask, positions[:, -1:] + 1)
+    reasons = [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1 and not reasons, reasons

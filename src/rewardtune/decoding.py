@@ -60,8 +60,11 @@ def unsupported_reason(lm: torch.nn.Module, seq2seq: bool) -> str | None:
     if seq2seq:
         return "for encoder-decoder models"
     base = base_model(lm)
-    if "cache" not in inspect.signature(base.forward).parameters:
-        return f"for {type(base).__name__}: its forward takes no `cache` (StaticCache)"
+    if cache_argument(base.forward) is None:
+        return (
+            f"for {type(base).__name__} with this transformers version (its forward takes "
+            "cache_position or no cache; transformers >= 5.4 has the static cache it needs)"
+        )
     attention = base.config._attn_implementation
     if attention not in ("sdpa", "eager"):
         return f"with attn_implementation={attention}"
@@ -69,6 +72,17 @@ def unsupported_reason(lm: torch.nn.Module, seq2seq: bool) -> str | None:
     if any(type(layer) is not StaticLayer for layer in layers):
         return "for sliding-window, hybrid or linear attention"
     return None
+
+
+def cache_argument(forward) -> str | None:
+    """The keyword under which ``forward`` takes a KV cache: ``cache`` (transformers 5.2x) or
+    ``past_key_values`` (5.4 to 5.1x). None where it also takes ``cache_position`` (4.x and
+    5.0-5.3, whose static cache writes where that tensor says, not where it counts itself)
+    or takes no cache at all."""
+    parameters = inspect.signature(forward).parameters
+    if "cache_position" in parameters:
+        return None
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
 def logits_processors(
@@ -118,13 +132,13 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def forward_last(
     lm: torch.nn.Module,
     value_head: torch.nn.Module | None,
-    cache,
+    cache: dict,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     position_ids: torch.Tensor,
     logits_to_keep: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One forward over ``cache``: input_ids and position_ids (B, q), attention_mask
+    """One forward over ``cache`` ({keyword: StaticCache}): input_ids and position_ids (B, q), attention_mask
     (B, cache_len) -> float32 logits (B, V) and values (B,) at the last position
     (``logits_to_keep``: the LM can skip the head on the other positions).
 
@@ -136,7 +150,7 @@ def forward_last(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        cache=cache,
+        **cache,
         use_cache=True,
         output_hidden_states=value_head is not None,
         **keep,
@@ -209,13 +223,14 @@ class _EagerStep:
         self.lm, self.value_head, self.cache_len = lm, value_head, cache_len
         base = base_model(lm)
         self.cache = StaticCache(config=base.config, max_cache_len=cache_len)
+        self.cache_kwargs = {cache_argument(base.forward): self.cache}
         self.logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
 
     def forward(self, input_ids, attention_mask, position_ids):
         return forward_last(
             self.lm,
             self.value_head,
-            self.cache,
+            self.cache_kwargs,
             input_ids,
             attention_mask,
             position_ids,
