@@ -190,13 +190,15 @@ def _cut(decoded: Decoded, lengths: list[int] | None, longest: int, eos_ids: lis
     """Each row up to its first EOS (kept) and at most its own length."""
     keep = decoded.logprobs is not None
     sampled = Sampled([], [] if keep else None, [] if keep else None)
+    # one copy to the host per tensor, not one per row: each copy waits for the GPU
+    logprobs, values = (decoded.logprobs.cpu(), decoded.values.cpu()) if keep else (None, None)
     for i, row in enumerate(decoded.tokens.cpu()):
         limit = lengths[i] if lengths else longest
         n = end_of_response(row[:limit], eos_ids)
         sampled.responses.append(row[:n].clone())
         if keep:
-            sampled.logprobs.append(decoded.logprobs[i, :n].cpu())
-            sampled.values.append(decoded.values[i, :n].cpu())
+            sampled.logprobs.append(logprobs[i, :n].clone())
+            sampled.values.append(values[i, :n].clone())
     return sampled
 
 
