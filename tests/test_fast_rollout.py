@@ -10,10 +10,11 @@ import logging
 import pytest
 import torch
 
-from rewardtune import decoding, rollout
 from rewardtune.config import GenerationConfig, ModelConfig
 from rewardtune.models import load_policy
-from rewardtune.rollout import eval_mode
+from rewardtune.sampling import fast as decoding
+from rewardtune.sampling import rollout
+from rewardtune.sampling.rollout import eval_mode
 
 TEXTS = ["the movie was", "my neighbour plays loud music every night", "x", "what a lovely day"]
 LENGTHS = [5, 16, 9, 12]

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rewardtune.ppo import core
+from rewardtune.core import ppo as core
+from rewardtune.core import tensors
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -29,63 +30,63 @@ def test_masked_mean_over_all_positions_ignores_masked_values():
     values = t([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
     mask = t([1, 1, 0], [1, 0, 0])
     # (1 + 2 + 4) / 3 = 7 / 3
-    assert core.masked_mean(values, mask).item() == pytest.approx(7 / 3, rel=1e-12)
+    assert tensors.masked_mean(values, mask).item() == pytest.approx(7 / 3, rel=1e-12)
 
 
 def test_masked_mean_excludes_a_huge_masked_value():
     values = t([1.0, 1000.0, 3.0])
     mask = t([1, 0, 1])
     # (1 + 3) / 2 = 2; the 1000 is padding
-    assert core.masked_mean(values, mask).item() == pytest.approx(2.0, rel=1e-12)
+    assert tensors.masked_mean(values, mask).item() == pytest.approx(2.0, rel=1e-12)
 
 
 def test_masked_mean_along_dim_averages_each_row_and_column_separately():
     values = t([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
     mask = t([1, 1, 0], [1, 0, 0])
     # rows: (1 + 2) / 2 = 1.5; 4 / 1 = 4
-    assert_close(core.masked_mean(values, mask, dim=1), t(1.5, 4.0))
+    assert_close(tensors.masked_mean(values, mask, dim=1), t(1.5, 4.0))
     # columns: (1 + 4) / 2 = 2.5; 2 / 1 = 2; nothing real / max(0, 1) = 0
-    assert_close(core.masked_mean(values, mask, dim=0), t(2.5, 2.0, 0.0))
+    assert_close(tensors.masked_mean(values, mask, dim=0), t(2.5, 2.0, 0.0))
 
 
 def test_masked_mean_of_an_all_padding_row_is_zero_not_nan():
     values = t([7.0, 8.0])
     # 0 / clamp(0, min=1) = 0
-    assert core.masked_mean(values, t([0, 0])).item() == 0.0
+    assert tensors.masked_mean(values, t([0, 0])).item() == 0.0
 
 
 def test_masked_var_is_bessel_corrected_by_default():
     values = t([1.0, 2.0, 3.0, 100.0])
     mask = t([1, 1, 1, 0])
     # mean = (1 + 2 + 3) / 3 = 2; squared deviations 1, 0, 1 -> sum 2; unbiased 2 / (3 - 1) = 1
-    assert core.masked_var(values, mask).item() == pytest.approx(1.0, rel=1e-12)
+    assert tensors.masked_var(values, mask).item() == pytest.approx(1.0, rel=1e-12)
 
 
 def test_masked_var_biased_divides_by_the_count():
     values = t([1.0, 2.0, 3.0, 100.0])
     mask = t([1, 1, 1, 0])
     # squared deviations sum to 2 (see above); biased 2 / 3
-    assert core.masked_var(values, mask, unbiased=False).item() == pytest.approx(2 / 3, rel=1e-12)
+    assert tensors.masked_var(values, mask, unbiased=False).item() == pytest.approx(2 / 3, rel=1e-12)
 
 
 def test_masked_var_accepts_a_bool_mask():
     values = t([2.0, 4.0, 6.0, -50.0])
     mask = torch.tensor([True, True, True, False])
     # mean 4; deviations 4, 0, 4 -> sum 8; unbiased 8 / 2 = 4
-    assert core.masked_var(values, mask).item() == pytest.approx(4.0, rel=1e-12)
+    assert tensors.masked_var(values, mask).item() == pytest.approx(4.0, rel=1e-12)
 
 
 def test_masked_whiten_gives_hand_computed_values_and_zero_on_padding():
     values = t([1.0, 2.0, 3.0, 100.0])
     mask = t([1, 1, 1, 0])
     # mean 2, unbiased var 1 -> (x - 2) / 1 = -1, 0, 1; padding -> 0
-    assert_close(core.masked_whiten(values, mask), t(-1.0, 0.0, 1.0, 0.0))
+    assert_close(tensors.masked_whiten(values, mask), t(-1.0, 0.0, 1.0, 0.0))
 
 
 def test_masked_whiten_has_mean_zero_and_std_one_on_real_tokens():
     values = t([2.0, 4.0, 6.0, 8.0, 123.0], [5.0, 5.0, -7.0, 9.0, 9.0])
     mask = t([1, 1, 1, 1, 0], [1, 1, 0, 0, 0])
-    whitened = core.masked_whiten(values, mask)
+    whitened = tensors.masked_whiten(values, mask)
     real = whitened[mask.bool()]
     # real entries 2, 4, 6, 8, 5, 5: mean 30 / 6 = 5; deviations -3, -1, 1, 3, 0, 0;
     # unbiased var (9 + 1 + 1 + 9) / 5 = 4, std 2 -> -1.5, -0.5, 0.5, 1.5, 0, 0
@@ -99,7 +100,7 @@ def test_masked_whiten_without_shift_mean_keeps_the_mean():
     values = t([1.0, 2.0, 3.0, 100.0])
     mask = t([1, 1, 1, 0])
     # whitened -1, 0, 1 plus the mean 2 -> 1, 2, 3 (mean still 2); padding still 0
-    assert_close(core.masked_whiten(values, mask, shift_mean=False), t(1.0, 2.0, 3.0, 0.0))
+    assert_close(tensors.masked_whiten(values, mask, shift_mean=False), t(1.0, 2.0, 3.0, 0.0))
 
 
 # --- log-probabilities and entropy ---------------------------------------------------
@@ -114,7 +115,7 @@ def test_logprobs_from_logits_matches_hand_log_sum_exp():
     expected = torch.tensor(
         [[math.log(1 / 6), math.log(2 / 6), math.log(3 / 6)], [math.log(1 / 3)] * 3]
     )
-    assert_close(core.logprobs_from_logits(logits, labels), expected)
+    assert_close(tensors.logprobs_from_logits(logits, labels), expected)
 
 
 def test_logprobs_from_logits_equals_log_softmax_gather_on_random_input():
@@ -122,30 +123,7 @@ def test_logprobs_from_logits_equals_log_softmax_gather_on_random_input():
     logits = torch.randn(3, 5, 11, generator=generator) * 4
     labels = torch.randint(0, 11, (3, 5), generator=generator)
     reference = torch.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    assert_close(core.logprobs_from_logits(logits, labels), reference)
-
-
-def test_entropy_of_uniform_logits_is_log_vocab_size():
-    # p = 1/7 everywhere: H = -7 * (1/7) ln(1/7) = ln 7, whatever the constant logit
-    assert_close(core.entropy_from_logits(torch.zeros(2, 3, 7)), torch.full((2, 3), math.log(7)))
-    assert_close(
-        core.entropy_from_logits(torch.full((1, 2, 7), 4.0)), torch.full((1, 2), math.log(7))
-    )
-
-
-def test_entropy_of_one_hot_ish_logits_is_near_zero_and_two_way_split_is_ln2():
-    logits = torch.tensor([[[0.0, -100.0, -100.0], [0.0, 0.0, -100.0]]])
-    # p ~ (1, e^-100, e^-100) -> H ~ 0;  p ~ (1/2, 1/2, e^-100) -> H ~ ln 2
-    assert_close(core.entropy_from_logits(logits), torch.tensor([[0.0, LN2]]))
-
-
-def test_entropy_of_one_two_three_distribution_matches_hand_value():
-    logits = torch.tensor([[[0.0, LN2, LN3]]], dtype=torch.float64)
-    # p = 1/6, 2/6, 3/6: H = (1/6) ln 6 + (1/3) ln 3 + (1/2) ln 2
-    #                      = 0.298627 + 0.366204 + 0.346574 = 1.011404
-    expected = math.log(6) / 6 + LN3 / 3 + LN2 / 2
-    assert core.entropy_from_logits(logits).item() == pytest.approx(expected, rel=1e-6)
-    assert expected == pytest.approx(1.011404, abs=1e-6)
+    assert_close(tensors.logprobs_from_logits(logits, labels), reference)
 
 
 # --- KL: estimators and controllers --------------------------------------------------
@@ -221,14 +199,6 @@ def test_adaptive_kl_update_uses_the_unclipped_error_inside_the_band():
     assert new == pytest.approx(0.200032, rel=1e-12)
     # on target: error 0 -> beta unchanged
     assert core.adaptive_kl_update(0.2, 6.0, 6.0, 16, 10000) == pytest.approx(0.2, rel=1e-15)
-
-
-def test_fixed_kl_update_never_changes_beta():
-    assert core.fixed_kl_update(0.05) == 0.05
-    assert core.fixed_kl_update(0.0) == 0.0
-
-
-# --- rewards and advantages ----------------------------------------------------------
 
 
 def test_scale_scores_scales_then_clips_symmetrically():
@@ -363,7 +333,7 @@ def test_sequence_sum_adds_only_real_tokens_per_response():
     values = t([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
     mask = t([1, 1, 0], [1, 1, 1])
     # 1 + 2 = 3; 4 + 5 + 6 = 15
-    assert_close(core.sequence_sum(values, mask), t(3.0, 15.0))
+    assert_close(tensors.sequence_sum(values, mask), t(3.0, 15.0))
 
 
 def test_explained_variance_of_perfect_critic_is_one():
@@ -389,18 +359,18 @@ def test_explained_variance_of_constant_returns_is_nan():
 
 
 def test_is_finite_rejects_nan_and_inf_in_tensors_and_floats():
-    assert core.is_finite(torch.tensor([1.0, -2.0]))
-    assert not core.is_finite(torch.tensor([1.0, float("nan")]))
-    assert not core.is_finite(torch.tensor([float("inf"), 1.0]))
-    assert core.is_finite(3.5)
-    assert not core.is_finite(float("nan"))
-    assert not core.is_finite(float("-inf"))
+    assert tensors.is_finite(torch.tensor([1.0, -2.0]))
+    assert not tensors.is_finite(torch.tensor([1.0, float("nan")]))
+    assert not tensors.is_finite(torch.tensor([float("inf"), 1.0]))
+    assert tensors.is_finite(3.5)
+    assert not tensors.is_finite(float("nan"))
+    assert not tensors.is_finite(float("-inf"))
 
 
 def test_pad_right_and_pad_left_place_padding_on_their_side():
     sequences = [torch.tensor([1, 2, 3]), torch.tensor([4])]
-    right = core.pad_right(sequences, 0)
-    left = core.pad_left(sequences, 0)
+    right = tensors.pad_right(sequences, 0)
+    left = tensors.pad_left(sequences, 0)
     assert right.tolist() == [[1, 2, 3], [4, 0, 0]]
     assert left.tolist() == [[1, 2, 3], [0, 0, 4]]
     assert right.dtype == left.dtype == torch.int64
@@ -408,5 +378,5 @@ def test_pad_right_and_pad_left_place_padding_on_their_side():
 
 def test_pad_with_float_pad_value():
     sequences = [torch.tensor([0.5]), torch.tensor([1.5, 2.5])]
-    assert core.pad_right(sequences, -1.0).tolist() == [[0.5, -1.0], [1.5, 2.5]]
-    assert core.pad_left(sequences, -1.0).tolist() == [[-1.0, 0.5], [1.5, 2.5]]
+    assert tensors.pad_right(sequences, -1.0).tolist() == [[0.5, -1.0], [1.5, 2.5]]
+    assert tensors.pad_left(sequences, -1.0).tolist() == [[-1.0, 0.5], [1.5, 2.5]]

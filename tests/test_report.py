@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rewardtune.report import write_report
+from rewardtune.report.report import write_report
 
 SCRIPT_PROMPT = 'Tell me about <script>alert("x")</script> & friends'
 # (prompt, before, after, reward before, reward after): reward changes +0.6, -0.3, +0.1, ...

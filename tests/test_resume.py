@@ -91,7 +91,7 @@ def test_crash_between_checkpoint_write_and_rename_keeps_previous_checkpoint(
     tmp_path, args, straight_run, monkeypatch
 ):
     """Run in-process; the third checkpoint's fsync (after writing, before rename) fails."""
-    import rewardtune.runs as runs
+    import rewardtune.runs.rundir as runs
     from rewardtune.cli import app
 
     calls = {"n": 0}
@@ -152,7 +152,7 @@ def test_sigint_finishes_the_step_checkpoints_and_exits_130(tmp_path, args, stra
 
 
 def runs_checkpoints(run: Path):
-    from rewardtune.runs import RunDir
+    from rewardtune.runs.rundir import RunDir
 
     return RunDir(run).checkpoints()
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rewardtune import rollout
 from rewardtune.config import GenerationConfig, ModelConfig
 from rewardtune.models import load_policy
+from rewardtune.sampling import rollout
 
 
 @pytest.fixture(scope="module", params=["tiny_llama", "tiny_gpt2", "tiny_t5"])

@@ -21,8 +21,8 @@ The classic loop of TRL's old ``PPOTrainer`` ports by changing imports::
 """
 
 from rewardtune.config import Config, load_config
-from rewardtune.ppo.trainer import PPOTrainer
 from rewardtune.rewards import Reward, build_reward
+from rewardtune.training.trainer import PPOTrainer
 from rewardtune.types import RewardtuneError
 
 __all__ = ["Config", "PPOTrainer", "Reward", "RewardtuneError", "build_reward", "load_config"]

@@ -53,7 +53,7 @@ def _launch_processes(processes: int, recipe, set_, resume) -> None:
     """Check the config here, once, then start ``processes`` copies of this command."""
     from rewardtune.config import load_config
     from rewardtune.distributed import check_divisible, cli_argv, launch, strip_option
-    from rewardtune.runs import RunDir
+    from rewardtune.runs.rundir import RunDir
 
     source = str(RunDir.open_existing(resume).config_file) if resume is not None else recipe
     cfg = load_config(source, set_)
@@ -110,8 +110,8 @@ def train(
 ) -> None:
     """Train a policy with PPO, then evaluate it and write the report."""
     from rewardtune.config import load_config
-    from rewardtune.ppo.trainer import Interrupted, PPOTrainer
-    from rewardtune.runs import RunDir, resolve_run_dir
+    from rewardtune.runs.rundir import RunDir, resolve_run_dir
+    from rewardtune.training.trainer import Interrupted, PPOTrainer
 
     _quiet_libraries()
     if processes > 1 and not _launched():
@@ -170,7 +170,7 @@ def _processes_flag(accelerator) -> str:
 def _write_run_info(trainer, wall_time_s: float) -> None:
     import json
 
-    from rewardtune.runs import write_atomic
+    from rewardtune.runs.rundir import write_atomic
 
     info_path = trainer.run.path / "run_info.json"
     previous = json.loads(info_path.read_text()) if info_path.exists() else {}
@@ -184,23 +184,15 @@ def _write_run_info(trainer, wall_time_s: float) -> None:
 
 
 def _accelerator(cfg, path: Path):
-    import torch
-    from accelerate import Accelerator
+    from rewardtune.distributed import make_accelerator
 
     trackers = [t for t in cfg.run.trackers if t != "jsonl"]
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        log_with=trackers or None,
-        project_dir=str(path),
-    )
-    if trackers:
-        flat = {
-            k: v
-            for k, v in _flatten(cfg.model_dump(mode="json")).items()
-            if isinstance(v, int | float | str | bool)
-        }
-        accelerator.init_trackers("rewardtune", config=flat)
-    return accelerator
+    flat = {
+        k: v
+        for k, v in _flatten(cfg.model_dump(mode="json")).items()
+        if isinstance(v, int | float | str | bool)
+    }
+    return make_accelerator(trackers, str(path), flat)
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:
@@ -270,8 +262,8 @@ class _progress:
 
 
 def _evaluate_and_report(trainer, path: Path) -> None:
-    from rewardtune.evaluate import evaluate_run, print_summary
-    from rewardtune.report import write_report
+    from rewardtune.evaluation.evaluate import evaluate_run, print_summary
+    from rewardtune.report.report import write_report
 
     summary = evaluate_run(path, trainer=trainer)
     if trainer.accelerator.is_main_process:
@@ -294,7 +286,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Before/after evaluation of a run on held-out prompts, with bootstrap CIs."""
-    from rewardtune.evaluate import evaluate_run, print_summary
+    from rewardtune.evaluation.evaluate import evaluate_run, print_summary
 
     _quiet_libraries()
     summary = evaluate_run(
@@ -307,8 +299,8 @@ def evaluate(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Write report.html (self-contained) and report.md for a run."""
-    from rewardtune.report import write_report
-    from rewardtune.runs import RunDir
+    from rewardtune.report.report import write_report
+    from rewardtune.runs.rundir import RunDir
 
     RunDir.open_existing(run_dir)
     html, md = write_report(run_dir)

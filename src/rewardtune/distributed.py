@@ -21,6 +21,26 @@ from rewardtune.types import RewardtuneError
 log = logging.getLogger("rewardtune")
 
 
+def make_accelerator(trackers: list[str] | None = None, project_dir: str | None = None, config: dict | None = None):
+    """The one ``Accelerator`` of a process: CPU when there is no CUDA; trackers (tensorboard,
+    wandb) started with the flattened ``config`` when asked for."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), log_with=trackers or None, project_dir=project_dir
+    )
+    if trackers:
+        accelerator.init_trackers("rewardtune", config=config or {})
+    return accelerator
+
+
+def process_state():
+    """This process's rank, world size and device, without building an ``Accelerator``."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
 def check_divisible(batch_size: int, mini_batch_size: int, world: int) -> None:
     """``ppo.batch_size`` and ``ppo.mini_batch_size`` are global: each process takes 1/world."""
     if batch_size % world or mini_batch_size % world:
@@ -107,11 +127,6 @@ def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tens
     """The whole (unwrapped) module's state dict; a collective under FSDP/ZeRO-3, where only
     rank 0's copy is complete. Call it on every process."""
     return accelerator.get_state_dict(model, unwrap=True)
-
-
-def optimizer_file(rank: int) -> str:
-    """``optimizer.pt`` for rank 0; sharded engines add one file per further rank."""
-    return "optimizer.pt" if rank == 0 else f"optimizer-rank{rank}.pt"
 
 
 def optimizer_is_sharded(accelerator) -> bool:

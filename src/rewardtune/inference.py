@@ -10,8 +10,10 @@ from typing import TextIO
 import torch
 
 from rewardtune.config import ModelConfig, load_config
-from rewardtune.models import Policy, load_policy, load_trained_weights, plain_copy
-from rewardtune.runs import CONFIG, FINAL, STATE
+from rewardtune.models import Policy, load_policy
+from rewardtune.models.hub import merge_adapter, save_hf_folder
+from rewardtune.runs.checkpoint import load_trained_weights
+from rewardtune.runs.rundir import CONFIG, FINAL, STATE
 from rewardtune.types import RewardtuneError
 
 
@@ -118,8 +120,5 @@ def merge_run(run_dir: Path, out_dir: Path) -> Path:
     if target.model.quantization != "none":
         target.model.quantization = "none"  # merge into full-precision base weights
     policy = load_target(target, "cpu")
-    lm = policy.module.lm
-    merged = lm.merge_and_unload() if policy.module.has_adapter else lm
-    plain_copy(merged).save_pretrained(str(out_dir), safe_serialization=True)
-    policy.tokenizer.save_pretrained(str(out_dir))
+    save_hf_folder(merge_adapter(policy.module.lm), policy.tokenizer, out_dir)
     return out_dir

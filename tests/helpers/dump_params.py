@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from rewardtune.cli import main
 from rewardtune.models import trainable_state_dict
-from rewardtune.ppo.trainer import PPOTrainer
+from rewardtune.training.trainer import PPOTrainer
 
 out_dir = Path(sys.argv.pop(1))
 save_final = PPOTrainer.save_final

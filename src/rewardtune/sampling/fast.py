@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from rewardtune.config import GenerationConfig
+from rewardtune.models.hub import adapter_state, base_model, is_bitsandbytes
 
 log = logging.getLogger("rewardtune")
 
@@ -45,11 +46,6 @@ class Decoded:
     tokens: torch.Tensor  # (B, T), T <= max_new_tokens
     logprobs: torch.Tensor | None = None  # (B, T) log pi(token) under the raw logits
     values: torch.Tensor | None = None  # (B, T) V(last hidden state before the token)
-
-
-def base_model(lm: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under a peft wrapper (or ``lm`` itself)."""
-    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
 
 
 def unsupported_reason(lm: torch.nn.Module, seq2seq: bool) -> str | None:
@@ -285,7 +281,7 @@ _graphs_failed = False
 
 
 def _decode_step(lm, value_head, batch: int, cache_len: int, device: torch.device):
-    if device.type != "cuda" or _graphs_failed or _is_bitsandbytes(lm):
+    if device.type != "cuda" or _graphs_failed or is_bitsandbytes(lm):
         return _EagerStep(lm, value_head, cache_len)
     cache_len = math.ceil(cache_len / _GRAPH_CACHE_ROUND) * _GRAPH_CACHE_ROUND
     key = (batch, cache_len, _weights_key(lm, value_head))
@@ -317,21 +313,8 @@ def _weights_key(lm, value_head) -> tuple:
     parameter (FSDP/ZeRO-3 gather into new storage) and the Python switches its forward reads
     (train/eval, peft's adapter on/off, as the reference policy flips it)."""
     modules = [*lm.modules(), *(value_head.modules() if value_head is not None else ())]
-    return tuple(
-        (
-            id(m),
-            m.training,
-            getattr(m, "disable_adapters", None),
-            getattr(m, "merged", None),
-            *(p.data_ptr() for p in m.parameters(recurse=False)),
-        )
+    weights = tuple(
+        (id(m), m.training, *(p.data_ptr() for p in m.parameters(recurse=False)))
         for m in modules
     )
-
-
-def _is_bitsandbytes(lm) -> bool:
-    """bitsandbytes kernels are not verified under CUDA graph capture: decode those eagerly.
-    (GGUF models are dequantized at load: plain weights.)"""
-    quantizer = getattr(base_model(lm), "hf_quantizer", None)
-    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
-    return getattr(method, "value", method) == "bitsandbytes"
+    return weights, adapter_state(lm)

@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
-from rewardtune.runs import CONFIG, METRICS, SAMPLES, read_jsonl, write_atomic
+from rewardtune.runs.rundir import CONFIG, METRICS, SAMPLES, read_jsonl, write_atomic
 from rewardtune.types import RewardtuneError
 
 matplotlib.use("Agg")  # figures are only ever written to PNG bytes

@@ -9,68 +9,11 @@ or anything after EOS). No model objects, no config objects, no I/O in this file
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
+
+from rewardtune.core.tensors import masked_mean, masked_var
 
 KL_ESTIMATORS = ("kl", "abs", "mse", "low_var")
-
-
-# --- masked reductions ---------------------------------------------------------------
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``values`` over positions where ``mask`` is 1 (all of them, or along ``dim``)."""
-    mask = mask.to(values.dtype)
-    if dim is None:
-        return (values * mask).sum() / mask.sum().clamp(min=1.0)
-    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
-
-
-def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance over masked positions; Bessel-corrected like ``torch.var`` by default."""
-    mean = masked_mean(values, mask)
-    variance = masked_mean((values - mean) ** 2, mask)
-    n = mask.sum()
-    if unbiased and n > 1:
-        variance = variance * n / (n - 1)
-    return variance
-
-
-def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
-) -> torch.Tensor:
-    """(x - mean) / std over masked positions; ``shift_mean=False`` adds the mean back.
-
-    Masked positions come out as 0 so they never leak into later sums.
-    """
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
-    whitened = (values - mean) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        whitened = whitened + mean
-    return whitened * mask.to(values.dtype)
-
-
-# --- log-probabilities and entropy ---------------------------------------------------
-
-
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log pi(label | context) for each position: logits (B, T, V), labels (B, T) -> (B, T).
-
-    Computed as ``logit[label] - logsumexp(logits)`` one row at a time, so no
-    full-vocabulary log-softmax copy of the (B, T, V) tensor is ever held.
-    """
-    picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1)
-    normaliser = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in logits])
-    return picked.float() - normaliser
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy H(pi(. | context)) per position: (B, T, V) -> (B, T)."""
-    logits = logits.float()
-    probs = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
 
 
 # --- KL: estimators and controllers --------------------------------------------------
@@ -95,11 +38,6 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
         neg = torch.clamp(-log_ratio, min=-20.0, max=20.0)
         return torch.clamp(torch.exp(neg) - 1.0 - neg, min=-10.0, max=10.0)
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
-
-
-def fixed_kl_update(kl_coef: float) -> float:
-    """The fixed controller: beta never changes."""
-    return kl_coef
 
 
 def adaptive_kl_update(
@@ -208,35 +146,9 @@ def value_loss(
     return loss, clipfrac
 
 
-# --- small helpers for statistics ----------------------------------------------------
-
-
-def sequence_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum over each response's real tokens: (B, T) -> (B,)."""
-    return (values * mask.to(values.dtype)).sum(1)
-
-
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 - Var[R - V] / Var[R] over masked positions (1 = perfect critic, <= 0 = useless)."""
     var_returns = masked_var(returns, mask)
     if var_returns.item() == 0:
         return float("nan")
     return 1.0 - (masked_var(returns - values, mask) / var_returns).item()
-
-
-def is_finite(x: torch.Tensor | float) -> bool:
-    """True when every element is finite (NaN and +-Inf are not)."""
-    if isinstance(x, torch.Tensor):
-        return bool(torch.isfinite(x).all())
-    return math.isfinite(x)
-
-
-def pad_right(sequences: list[torch.Tensor], pad_value: int | float) -> torch.Tensor:
-    """Stack 1-D tensors of different lengths into (B, max_len), padding on the right."""
-    return torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=pad_value)
-
-
-def pad_left(sequences: list[torch.Tensor], pad_value: int | float) -> torch.Tensor:
-    """Stack 1-D tensors of different lengths into (B, max_len), padding on the left."""
-    width = max(len(s) for s in sequences)
-    return torch.stack([F.pad(s, (width - len(s), 0), value=pad_value) for s in sequences])

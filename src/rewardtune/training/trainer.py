@@ -12,49 +12,31 @@ for batch in trainer.dataloader:
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import random
-import shutil
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from rewardtune import distributed
-from rewardtune import rollout as rollout_lib
 from rewardtune.config import Config
-from rewardtune.data import batch_indices, load_prompts, sample_lengths
-from rewardtune.models import (
-    Policy,
-    count_parameters,
-    load_policy,
-    load_trainable_state_dict,
-    load_value_head,
-    save_pretrained,
-    save_value_head,
-    split_policy_state,
-    trainable_state_dict,
-)
-from rewardtune.ppo import core
+from rewardtune.core import ppo as core
+from rewardtune.core.tensors import is_finite, masked_mean, masked_whiten, sequence_sum
+from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
+from rewardtune.models.policy import Policy, count_parameters, load_policy
 from rewardtune.rewards import WeightedReward, build_reward, check_scores
-from rewardtune.runs import CHECKPOINTS, METRICS, SAMPLES, STATE, RunDir, read_state
+from rewardtune.runs import checkpoint
+from rewardtune.runs.rundir import CHECKPOINTS, METRICS, SAMPLES, RunDir
+from rewardtune.sampling import rollout as rollout_lib
+from rewardtune.training.signals import Interrupted, graceful_interrupt
 from rewardtune.types import Prompt, PromptBatch, RewardtuneError, Rollout, StepStats
-
-log = logging.getLogger("rewardtune")
 
 
 class NonFiniteError(RewardtuneError):
     """NaN or Inf in a reward, logprob, loss or gradient."""
-
-
-class Interrupted(Exception):
-    """The user asked to stop (Ctrl-C / SIGTERM); the step in flight was finished first."""
 
 
 class PPOTrainer:
@@ -76,11 +58,9 @@ class PPOTrainer:
         run_dir: RunDir | None = None,
         accelerator=None,
     ):
-        from accelerate import Accelerator
-
         self.config = config
         self.ppo = config.ppo
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or distributed.make_accelerator()
         self.is_main = self.accelerator.is_main_process
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
@@ -195,14 +175,14 @@ class PPOTrainer:
         kl = core.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo.kl_estimator) * mask
         rewards, non_score = core.shape_rewards(scores, kl, self.kl_coef, mask)
         if self.ppo.whiten_rewards:
-            rewards = core.masked_whiten(rewards, mask, shift_mean=False)
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
         # 3. advantages and returns
         advantages, returns = core.gae(rollout.values, rewards, mask, self.ppo.gamma, self.ppo.lam)
-        advantages = core.masked_whiten(advantages, mask)
+        advantages = masked_whiten(advantages, mask)
         # 4. minibatch epochs
         update = self._update(rollout, advantages, returns)
         # 5. KL controller
-        mean_kl = self._global_mean(core.sequence_sum(kl, mask))
+        mean_kl = self._global_mean(sequence_sum(kl, mask))
         if self.ppo.adaptive_kl:
             self.kl_coef = core.adaptive_kl_update(
                 self.kl_coef, mean_kl, self.ppo.target_kl, self.ppo.batch_size, self.ppo.horizon
@@ -221,13 +201,13 @@ class PPOTrainer:
         stats = StepStats(
             kl=mean_kl,
             kl_coef=self.kl_coef,
-            entropy=self._global_mean(-core.sequence_sum(rollout.logprobs, mask)),
+            entropy=self._global_mean(-sequence_sum(rollout.logprobs, mask)),
             reward_mean=float(all_scores.mean()),
             reward_std=float(all_scores.std()) if len(all_scores) > 1 else 0.0,
-            score_mean=self._global_mean(core.sequence_sum(rewards, mask)),
-            returns_mean=float(core.masked_mean(returns, mask)),
-            advantages_mean=float(core.masked_mean(advantages, mask)),
-            vpred=float(core.masked_mean(rollout.values, mask)),
+            score_mean=self._global_mean(sequence_sum(rewards, mask)),
+            returns_mean=float(masked_mean(returns, mask)),
+            advantages_mean=float(masked_mean(advantages, mask)),
+            vpred=float(masked_mean(rollout.values, mask)),
             explained_variance=core.explained_variance(rollout.values, returns, mask),
             response_length=self._global_mean(mask.sum(1).float()),
             skipped_nonfinite=skipped,
@@ -239,7 +219,7 @@ class PPOTrainer:
             **update,
         )
         stats.extra["objective/non_score_reward"] = self._global_mean(
-            core.sequence_sum(non_score, mask)
+            sequence_sum(non_score, mask)
         )
         self._timings = {}
         self.step_count += 1
@@ -281,7 +261,7 @@ class PPOTrainer:
     def train(self, progress=None) -> list[dict[str, float]]:
         """Run ``ppo.steps`` steps: generate, score with the recipe's reward, step, log, save."""
         history = []
-        with _graceful_interrupt(self):
+        with graceful_interrupt(self.request_stop):
             for batch in self.dataloader:
                 self._seed_step(self.step_count)
                 responses = self.generate(batch.input_ids)
@@ -455,7 +435,7 @@ class PPOTrainer:
 
     def _check_finite(self, what: str, *tensors: torch.Tensor) -> None:
         for tensor in tensors:
-            if not core.is_finite(tensor):
+            if not is_finite(tensor):
                 raise NonFiniteError(
                     f"step {self.step_count}: {what} became NaN/Inf; the last good checkpoint is "
                     "kept; lower ppo.learning_rate or check the reward's scale"
@@ -495,9 +475,13 @@ class PPOTrainer:
         shards = self._stage_optimizer_shards()
         path = None
         if self.run is not None:
+            trainer_state = checkpoint.TrainerState(self.step_count, self.kl_coef, self.world)
+            optimizer_state = self.optimizer.state_dict()
             path = self.run.save_checkpoint(
                 self.step_count,
-                lambda folder: self._write_checkpoint(folder, state, shards),
+                lambda folder: checkpoint.write_checkpoint(
+                    folder, self.policy, state, optimizer_state, trainer_state, shards
+                ),
                 self.config.run.keep_checkpoints,
             )
         # every rank waits here: a rank that ran ahead would pair its next collective
@@ -514,69 +498,22 @@ class PPOTrainer:
         staging = self.run_path / CHECKPOINTS / f".shards-step-{self.step_count}"
         if self.rank > 0:
             staging.mkdir(parents=True, exist_ok=True)
-            torch.save(self.optimizer.state_dict(), staging / distributed.optimizer_file(self.rank))
+            torch.save(self.optimizer.state_dict(), staging / checkpoint.optimizer_file(self.rank))
         self.accelerator.wait_for_everyone()
         return staging
 
-    def _write_checkpoint(self, folder: Path, state: dict, shards: Path | None) -> None:
-        lm_state, head_state = split_policy_state(state)
-        weights = {
-            k: v.detach().contiguous().cpu()
-            for k, v in trainable_state_dict(self.policy, lm_state).items()
-        }
-        save_file(_untie(weights), str(folder / "weights.safetensors"))
-        save_value_head(self.policy, folder, head_state)
-        torch.save(self.optimizer.state_dict(), folder / distributed.optimizer_file(0))
-        if shards is not None:
-            for shard in shards.glob("optimizer-rank*.pt"):
-                shutil.move(str(shard), folder / shard.name)
-            shutil.rmtree(shards, ignore_errors=True)
-        torch.save(_rng_state(), folder / "rng_state.pt")
-        trainer_state = {"step": self.step_count, "kl_coef": self.kl_coef, "world_size": self.world}
-        (folder / STATE).write_text(json.dumps(trainer_state, indent=2))
-
     def load_checkpoint(self, folder: Path) -> None:
         """Restore everything ``save_checkpoint`` wrote (a missing file says which)."""
-        optimizer_file = (
-            distributed.optimizer_file(self.rank)
-            if distributed.optimizer_is_sharded(self.accelerator)
-            else distributed.optimizer_file(0)
-        )
-        for name in ("weights.safetensors", "value_head.safetensors", optimizer_file, STATE):
-            if not (folder / name).is_file():
-                raise RewardtuneError(
-                    f"checkpoint {folder} is missing {name}; delete it to resume from an older one"
-                )
-        state = read_state(folder)
-        if state.get("world_size", 1) != self.world:
-            raise RewardtuneError(
-                f"checkpoint {folder} was written by {state.get('world_size', 1)} process(es); "
-                f"resume with the same number (now {self.world}): rewardtune train --processes "
-                f"{state.get('world_size', 1)} --resume ..."
-            )
-        try:
-            load_trainable_state_dict(
-                self.policy,
-                load_file(str(folder / "weights.safetensors"), device=str(self.policy.device)),
-            )
-            load_value_head(self.policy, folder)
-            self.optimizer.load_state_dict(
-                torch.load(folder / optimizer_file, weights_only=True, map_location="cpu")
-            )
-            _set_rng_state(torch.load(folder / "rng_state.pt", weights_only=True))
-        except (RuntimeError, OSError, ValueError, KeyError) as err:
-            raise RewardtuneError(
-                f"checkpoint {folder} is unreadable: {str(err).splitlines()[0][:200]}"
-            ) from err
-        self.step_count = int(state["step"])
-        self.kl_coef = float(state["kl_coef"])
+        rank = self.rank if distributed.optimizer_is_sharded(self.accelerator) else 0
+        state = checkpoint.read_checkpoint(folder, self.policy, self.optimizer, rank, self.world)
+        self.step_count, self.kl_coef = state.step, state.kl_coef
 
     def save_final(self) -> Path | None:
         self.accelerator.wait_for_everyone()
         state = distributed.full_state_dict(self.accelerator, self.model)
         path = None
         if self.run is not None:
-            path = self.run.save_final(lambda folder: save_pretrained(self.policy, folder, state))
+            path = self.run.save_final(lambda folder: checkpoint.write_final(folder, self.policy, state))
         self.accelerator.wait_for_everyone()
         return path
 
@@ -603,62 +540,3 @@ def _floats(values) -> list[float]:
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
-
-
-def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors sharing memory (tied embeddings): give each its own."""
-    seen: set[int] = set()
-    out = {}
-    for key, value in state.items():
-        ptr = value.untyped_storage().data_ptr()
-        out[key] = value.clone() if ptr in seen else value
-        seen.add(ptr)
-    return out
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state(legacy=False)
-    return {
-        "python": random.getstate(),
-        "numpy": json.dumps(np_state, default=lambda a: a.tolist()),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np_state = json.loads(state["numpy"])
-    np_state["state"]["key"] = np.asarray(np_state["state"]["key"], dtype=np.uint32)
-    np.random.set_state(np_state)
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class _graceful_interrupt:
-    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. Second: stop at once."""
-
-    def __init__(self, trainer: PPOTrainer):
-        self.trainer = trainer
-        self.previous: dict = {}
-
-    def _handler(self, signum, frame):
-        if self.trainer._stop_requested:
-            signal.signal(signum, signal.SIG_DFL)
-            raise KeyboardInterrupt
-        self.trainer.request_stop()
-        log.warning("stopping after this step (press Ctrl-C again to stop at once)")
-
-    def __enter__(self):
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handler)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = {}
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        return False

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
-from rewardtune import decoding
 from rewardtune.config import GenerationConfig
-from rewardtune.decoding import Decoded
+from rewardtune.core.tensors import logprobs_from_logits, pad_left, pad_right
 from rewardtune.models import PolicyWithValueHead
-from rewardtune.ppo.core import logprobs_from_logits, pad_left, pad_right
+from rewardtune.models.hub import base_model
+from rewardtune.sampling import fast as decoding
+from rewardtune.sampling.fast import Decoded
 from rewardtune.types import Rollout
 
 
@@ -114,7 +115,7 @@ _HARMLESS_MODEL_DEFAULTS = frozenset(
 def model_generation_defaults(lm: torch.nn.Module, config) -> list[str]:
     """Fields of the model's own generation_config that generate() would add to ``config``
     (bad_words_ids, suppress_tokens, min_p...): only the hf engine applies them."""
-    own = decoding.base_model(lm).generation_config.to_dict()
+    own = base_model(lm).generation_config.to_dict()
     return sorted(
         key
         for key, value in own.items()

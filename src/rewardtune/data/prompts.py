@@ -23,7 +23,7 @@ LOCAL_SUFFIXES = {
 
 
 def shipped_prompt_sets() -> dict[str, Path]:
-    folder = resources.files("rewardtune") / "prompts"
+    folder = resources.files("rewardtune.data") / "prompt_sets"
     return {
         p.name.removesuffix(".txt"): Path(str(p))
         for p in folder.iterdir()

@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rewardtune import rollout as rollout_lib
 from rewardtune.config import Config, load_config
-from rewardtune.data import load_prompts, read_rows, tokenize_prompt
-from rewardtune.distributed import full_parameters, gather_objects, strided_share
-from rewardtune.models import Policy, load_policy, load_trained_weights
-from rewardtune.ppo.core import sequence_sum
+from rewardtune.core.tensors import sequence_sum
+from rewardtune.data.prompts import load_prompts, read_rows, tokenize_prompt
+from rewardtune.distributed import full_parameters, gather_objects, process_state, strided_share
+from rewardtune.models import Policy, load_policy
 from rewardtune.rewards import build_reward, build_scorer, build_toxicity
-from rewardtune.runs import CONFIG, FINAL, RunDir, write_atomic
+from rewardtune.runs.checkpoint import load_trained_weights
+from rewardtune.runs.rundir import CONFIG, FINAL, RunDir, write_atomic
+from rewardtune.sampling import rollout as rollout_lib
 from rewardtune.types import EvalRow, Prompt, RewardtuneError
 
 FLAG_THRESHOLD = 0.5  # a response is "flagged" when P(toxic) > 0.5
@@ -178,11 +179,9 @@ def evaluate_run(
     Under several processes each samples and scores its share of the prompt batches; rank 0
     gathers the rows, writes the files and returns the summary (other ranks return ``{}``).
     """
-    from accelerate import PartialState
-
     run = RunDir.open_existing(run_dir)
     cfg = load_config(str(run.path / CONFIG))
-    state = trainer.accelerator if trainer is not None else PartialState()
+    state = trainer.accelerator if trainer is not None else process_state()
     policy = trainer.policy if trainer is not None else _load_trained(cfg, run, checkpoint, state)
     prompts = eval_prompts(cfg, policy.tokenizer, n_prompts or cfg.eval.prompts, prompt_file)
     n_batches = math.ceil(len(prompts) / cfg.eval.batch_size)

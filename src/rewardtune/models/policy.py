@@ -1,0 +1,207 @@
+"""The trainable policy: the language model and its value head as one module, and the
+reference policy training is kept close to."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rewardtune.config import ModelConfig
+from rewardtune.models.hub import (
+    ModelSource,
+    adapter_disabled,
+    attach_lora,
+    base_model,
+    has_adapter,
+    is_encoder_decoder,
+    load_adapter,
+    load_base_model,
+    load_tokenizer,
+    pick_dtype,
+    resolve_source,
+)
+from rewardtune.types import RewardtuneError
+
+CHAT_STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+
+
+class ValueHead(nn.Module):
+    """V(s): dropout + linear on the last hidden state, as classic TRL's value head."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.summary = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.to(self.summary.weight.dtype)
+        return self.summary(self.dropout(hidden)).squeeze(-1)
+
+
+def _hidden_size(config) -> int:
+    for key in ("hidden_size", "d_model", "n_embd"):
+        if hasattr(config, key):
+            return int(getattr(config, key))
+    raise RewardtuneError(f"cannot find the hidden size of model type {config.model_type!r}")
+
+
+class PolicyWithValueHead(nn.Module):
+    """The language model (plain or peft-wrapped) and its value head, as one trainable module.
+
+    ``forward`` scores given responses: logits on the response positions and one value per
+    response token. Queries are left-padded, responses right-padded.
+    """
+
+    def __init__(self, lm: nn.Module, seq2seq: bool, value_dropout: float = 0.1):
+        super().__init__()
+        self.lm = lm
+        self.seq2seq = seq2seq
+        config = lm.config
+        self.v_head = ValueHead(_hidden_size(config), value_dropout)
+        device = next(lm.parameters()).device
+        self.v_head.to(device)
+        base = base_model(lm)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self.decoder_start_token_id = getattr(config, "decoder_start_token_id", None)
+
+    @property
+    def has_adapter(self) -> bool:
+        return has_adapter(self.lm)
+
+    def forward(
+        self,
+        query_ids: torch.Tensor,
+        query_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        with_values: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns ``(logits (B, R, V), values (B, R) or None)`` for the response tokens."""
+        if self.seq2seq:
+            hidden, logits = self._seq2seq_forward(
+                query_ids, query_mask, response_ids, response_mask
+            )
+        else:
+            hidden, logits = self._causal_forward(
+                query_ids, query_mask, response_ids, response_mask
+            )
+        values = self.v_head(hidden) if with_values else None
+        return logits, values
+
+    def _causal_forward(self, query_ids, query_mask, response_ids, response_mask):
+        input_ids = torch.cat([query_ids, response_ids], dim=1)
+        attention_mask = torch.cat([query_mask, response_mask], dim=1)
+        # positions count real tokens only, as generate() does with left padding
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        n_resp = response_ids.shape[1]
+        extra = {"logits_to_keep": n_resp + 1} if self._keeps_logits else {}
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+            use_cache=False,
+            **extra,
+        )
+        # the token at position t is predicted from position t-1
+        logits = out.logits[:, -n_resp - 1 : -1]
+        hidden = out.hidden_states[-1][:, -n_resp - 1 : -1]
+        return hidden, logits
+
+    def _seq2seq_forward(self, query_ids, query_mask, response_ids, response_mask):
+        start = torch.full_like(response_ids[:, :1], self.decoder_start_token_id)
+        decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
+        decoder_mask = torch.cat([torch.ones_like(start), response_mask[:, :-1]], dim=1)
+        out = self.lm(
+            input_ids=query_ids,
+            attention_mask=query_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_mask,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        return out.decoder_hidden_states[-1], out.logits
+
+
+@dataclass
+class Policy:
+    """What the trainer needs of a model: the trainable module, the tokenizer, the reference."""
+
+    module: PolicyWithValueHead
+    tokenizer: object
+    source: ModelSource
+    config: ModelConfig
+    ref_lm: nn.Module | None  # frozen copy (full fine-tuning), None when an adapter is used
+
+    @property
+    def seq2seq(self) -> bool:
+        return self.module.seq2seq
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def reference(self):
+        """Context manager yielding the reference LM: the adapter disabled, or the frozen copy."""
+        if self.ref_lm is not None:
+            return contextlib.nullcontext(self.ref_lm)
+        return adapter_disabled(self.module.lm)
+
+    def eos_token_ids(self, chat: bool) -> list[int]:
+        """EOS of the tokenizer and the model's generation config, plus chat end-of-turn tokens."""
+        ids = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        configured = getattr(self.module.lm.generation_config, "eos_token_id", None)
+        ids.update(
+            configured
+            if isinstance(configured, list)
+            else [configured]
+            if configured is not None
+            else []
+        )
+        if chat:
+            vocab = self.tokenizer.get_vocab()
+            ids.update(vocab[t] for t in CHAT_STOP_TOKENS if t in vocab)
+        return sorted(ids)
+
+
+def count_parameters(policy: Policy) -> dict[str, int]:
+    """Trainable LM (or LoRA) parameters, value head, and the total, as the notebooks print."""
+    lm = policy.module.lm
+    return {
+        "trainable_lm": sum(p.numel() for p in lm.parameters() if p.requires_grad),
+        "value_head": sum(p.numel() for p in policy.module.v_head.parameters()),
+        "total": sum(p.numel() for p in policy.module.parameters()),
+    }
+
+
+def load_policy(
+    cfg: ModelConfig, device: torch.device | str | None = None, with_reference: bool = True
+) -> Policy:
+    """Load tokenizer + LM (+ LoRA or an existing adapter) + value head, and the reference
+    (``with_reference=False`` skips the frozen copy of a fully fine-tuned model)."""
+    source = resolve_source(cfg.name)
+    seq2seq = {"causal": False, "seq2seq": True}.get(cfg.kind)
+    if seq2seq is None:
+        seq2seq = is_encoder_decoder(source, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    tokenizer.padding_side = "left"
+    dtype = pick_dtype(cfg.dtype)
+    lm = load_base_model(cfg, source, seq2seq, dtype)
+    if cfg.quantization == "none" and device is not None:
+        lm.to(device)
+    ref_lm = None
+    if cfg.adapter:
+        lm = load_adapter(lm, cfg.adapter)
+    elif cfg.lora is not None:
+        lm = attach_lora(lm, cfg.lora, seq2seq)
+    elif with_reference:
+        ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
+    module = PolicyWithValueHead(lm, seq2seq)
+    return Policy(module, tokenizer, source, cfg, ref_lm)
