@@ -1,0 +1,182 @@
+"""What a checkpoint and ``final/`` hold, and how they are written and read back.
+
+Every file name inside a checkpoint lives here. A checkpoint folder (``checkpoints/step-N``):
+
+    weights.safetensors        the LM weights that train (adapter, or full model)
+    value_head.safetensors     the value head
+    optimizer.pt               the optimizer (``optimizer-rankR.pt`` per rank under ZeRO/FSDP)
+    rng_state.pt               python / numpy / torch / cuda RNG states
+    trainer_state.json         step, KL coefficient, world size; written last
+
+``final/`` is a folder transformers/peft load (adapter or full weights + tokenizer), plus the
+value head and ``rewardtune_model.json`` (how to rebuild the base of an adapter). Folder-level
+atomicity (temp folder + rename) is ``RunDir``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rewardtune.models.hub import save_hf_folder
+from rewardtune.models.policy import Policy
+from rewardtune.models.weights import (
+    load_trainable_state_dict,
+    split_policy_state,
+    trainable_state_dict,
+    untie,
+    value_head_state,
+)
+from rewardtune.runs.rundir import STATE, read_state
+from rewardtune.types import RewardtuneError
+
+WEIGHTS = "weights.safetensors"
+VALUE_HEAD = "value_head.safetensors"
+RNG = "rng_state.pt"
+MODEL_INFO = "rewardtune_model.json"
+
+
+def optimizer_file(rank: int) -> str:
+    """Rank 0's optimizer state, or rank R's shard under ZeRO/FSDP."""
+    return "optimizer.pt" if rank == 0 else f"optimizer-rank{rank}.pt"
+
+
+@dataclass
+class TrainerState:
+    """The loop's own state in ``trainer_state.json``."""
+
+    step: int
+    kl_coef: float
+    world_size: int = 1
+
+
+def write_checkpoint(
+    folder: Path,
+    policy: Policy,
+    state: dict[str, torch.Tensor],
+    optimizer_state: dict,
+    trainer_state: TrainerState,
+    shards: Path | None = None,
+) -> None:
+    """Everything to resume from, into ``folder`` (a temporary folder ``RunDir`` renames).
+
+    ``state`` is the whole policy's state dict (gathered from shards when sharded);
+    ``shards`` a folder of other ranks' optimizer shards to move in.
+    """
+    lm_state, head_state = split_policy_state(state)
+    weights = {
+        k: v.detach().contiguous().cpu()
+        for k, v in trainable_state_dict(policy, lm_state).items()
+    }
+    save_file(untie(weights), str(folder / WEIGHTS))
+    save_file(value_head_state(policy, head_state), str(folder / VALUE_HEAD))
+    torch.save(optimizer_state, folder / optimizer_file(0))
+    if shards is not None:
+        for shard in shards.glob("optimizer-rank*.pt"):
+            shutil.move(str(shard), folder / shard.name)
+        shutil.rmtree(shards, ignore_errors=True)
+    torch.save(rng_state(), folder / RNG)
+    (folder / STATE).write_text(json.dumps(trainer_state.__dict__, indent=2))
+
+
+def read_checkpoint(folder: Path, policy: Policy, optimizer, rank: int, world: int) -> TrainerState:
+    """Restore weights, value head, optimizer (this rank's file) and RNG from ``folder``.
+
+    A missing or unreadable file, or another world size, is a ``RewardtuneError`` naming it.
+    """
+    optimizer_name = optimizer_file(rank)
+    for name in (WEIGHTS, VALUE_HEAD, optimizer_name, STATE):
+        if not (folder / name).is_file():
+            raise RewardtuneError(
+                f"checkpoint {folder} is missing {name}; delete it to resume from an older one"
+            )
+    state = read_state(folder)
+    saved_world = state.get("world_size", 1)
+    if saved_world != world:
+        raise RewardtuneError(
+            f"checkpoint {folder} was written by {saved_world} process(es); resume with the "
+            f"same number (now {world}): rewardtune train --processes {saved_world} --resume ..."
+        )
+    try:
+        load_trainable_state_dict(policy, load_file(str(folder / WEIGHTS), device=str(policy.device)))
+        load_value_head(policy, folder)
+        optimizer.load_state_dict(
+            torch.load(folder / optimizer_name, weights_only=True, map_location="cpu")
+        )
+        set_rng_state(torch.load(folder / RNG, weights_only=True))
+    except (RuntimeError, OSError, ValueError, KeyError) as err:
+        raise RewardtuneError(
+            f"checkpoint {folder} is unreadable: {str(err).splitlines()[0][:200]}"
+        ) from err
+    return TrainerState(int(state["step"]), float(state["kl_coef"]), saved_world)
+
+
+def write_final(folder: Path, policy: Policy, state: dict[str, torch.Tensor] | None = None) -> None:
+    """A folder transformers/peft load: the adapter (or full model), tokenizer, value head.
+    ``state`` is the whole policy's state dict when it was gathered from shards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lm_state, head_state = split_policy_state(state) if state is not None else (None, None)
+    save_hf_folder(policy.module.lm, policy.tokenizer, folder, lm_state)
+    save_file(value_head_state(policy, head_state), str(folder / VALUE_HEAD))
+    info = {
+        "base": policy.config.name,
+        "source": policy.source.path,
+        "gguf_file": policy.source.gguf_file,
+        "seq2seq": policy.seq2seq,
+        "adapter": policy.module.has_adapter,
+    }
+    (folder / MODEL_INFO).write_text(json.dumps(info, indent=2))
+
+
+def load_value_head(policy: Policy, folder: Path) -> None:
+    state = load_file(str(folder / VALUE_HEAD), device=str(policy.device))
+    policy.module.v_head.load_state_dict(state)
+
+
+def load_trained_weights(policy: Policy, folder: Path) -> None:
+    """Put trained LM weights into a freshly loaded policy: from a checkpoint
+    (weights.safetensors), a final/ adapter (adapter_model.safetensors) or full weights."""
+    folder = Path(folder)
+    device = str(policy.device)
+    if (folder / WEIGHTS).is_file():
+        load_trainable_state_dict(policy, load_file(str(folder / WEIGHTS), device=device))
+    elif (folder / "adapter_model.safetensors").is_file() and policy.module.has_adapter:
+        load_trainable_state_dict(
+            policy, load_file(str(folder / "adapter_model.safetensors"), device=device)
+        )
+    elif sorted(folder.glob("model*.safetensors")) and not policy.module.has_adapter:
+        state = {}
+        for shard in sorted(folder.glob("model*.safetensors")):
+            state |= load_file(str(shard), device=device)
+        load_trainable_state_dict(policy, state)
+    else:
+        raise RewardtuneError(f"{folder} holds no trained weights this run's model can load")
+    if (folder / VALUE_HEAD).is_file():
+        load_value_head(policy, folder)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": json.dumps(np_state, default=lambda a: a.tolist()),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np_state = json.loads(state["numpy"])
+    np_state["state"]["key"] = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
