@@ -66,7 +66,9 @@ def test_masked_var_biased_divides_by_the_count():
     values = t([1.0, 2.0, 3.0, 100.0])
     mask = t([1, 1, 1, 0])
     # squared deviations sum to 2 (see above); biased 2 / 3
-    assert tensors.masked_var(values, mask, unbiased=False).item() == pytest.approx(2 / 3, rel=1e-12)
+    assert tensors.masked_var(values, mask, unbiased=False).item() == pytest.approx(
+        2 / 3, rel=1e-12
+    )
 
 
 def test_masked_var_accepts_a_bool_mask():

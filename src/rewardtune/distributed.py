@@ -21,7 +21,9 @@ from rewardtune.types import RewardtuneError
 log = logging.getLogger("rewardtune")
 
 
-def make_accelerator(trackers: list[str] | None = None, project_dir: str | None = None, config: dict | None = None):
+def make_accelerator(
+    trackers: list[str] | None = None, project_dir: str | None = None, config: dict | None = None
+):
     """The one ``Accelerator`` of a process: CPU when there is no CUDA; trackers (tensorboard,
     wandb) started with the flattened ``config`` when asked for."""
     from accelerate import Accelerator

@@ -4,4 +4,10 @@ value head and reference (``policy``), and the weights that train (``weights``).
 from rewardtune.models.policy import Policy, PolicyWithValueHead, count_parameters, load_policy
 from rewardtune.models.weights import trainable_state_dict
 
-__all__ = ["Policy", "PolicyWithValueHead", "count_parameters", "load_policy", "trainable_state_dict"]
+__all__ = [
+    "Policy",
+    "PolicyWithValueHead",
+    "count_parameters",
+    "load_policy",
+    "trainable_state_dict",
+]

@@ -72,8 +72,7 @@ def write_checkpoint(
     """
     lm_state, head_state = split_policy_state(state)
     weights = {
-        k: v.detach().contiguous().cpu()
-        for k, v in trainable_state_dict(policy, lm_state).items()
+        k: v.detach().contiguous().cpu() for k, v in trainable_state_dict(policy, lm_state).items()
     }
     save_file(untie(weights), str(folder / WEIGHTS))
     save_file(value_head_state(policy, head_state), str(folder / VALUE_HEAD))
@@ -105,7 +104,9 @@ def read_checkpoint(folder: Path, policy: Policy, optimizer, rank: int, world: i
             f"same number (now {world}): rewardtune train --processes {saved_world} --resume ..."
         )
     try:
-        load_trainable_state_dict(policy, load_file(str(folder / WEIGHTS), device=str(policy.device)))
+        load_trainable_state_dict(
+            policy, load_file(str(folder / WEIGHTS), device=str(policy.device))
+        )
         load_value_head(policy, folder)
         optimizer.load_state_dict(
             torch.load(folder / optimizer_name, weights_only=True, map_location="cpu")

@@ -314,7 +314,6 @@ def _weights_key(lm, value_head) -> tuple:
     (train/eval, peft's adapter on/off, as the reference policy flips it)."""
     modules = [*lm.modules(), *(value_head.modules() if value_head is not None else ())]
     weights = tuple(
-        (id(m), m.training, *(p.data_ptr() for p in m.parameters(recurse=False)))
-        for m in modules
+        (id(m), m.training, *(p.data_ptr() for p in m.parameters(recurse=False))) for m in modules
     )
     return weights, adapter_state(lm)

@@ -24,7 +24,13 @@ import torch
 from rewardtune import distributed
 from rewardtune.config import Config
 from rewardtune.core import ppo as core
-from rewardtune.core.tensors import is_finite, masked_mean, masked_whiten, sequence_sum
+from rewardtune.core.tensors import (
+    is_finite,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
+    sequence_sum,
+)
 from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
 from rewardtune.models.policy import Policy, count_parameters, load_policy
 from rewardtune.rewards import WeightedReward, build_reward, check_scores
@@ -218,9 +224,7 @@ class PPOTrainer:
             tokens_per_s=n_tokens / seconds,
             **update,
         )
-        stats.extra["objective/non_score_reward"] = self._global_mean(
-            sequence_sum(non_score, mask)
-        )
+        stats.extra["objective/non_score_reward"] = self._global_mean(sequence_sum(non_score, mask))
         self._timings = {}
         self.step_count += 1
         self._check_kl(mean_kl)
@@ -391,7 +395,7 @@ class PPOTrainer:
         logits, values = self.model(
             batch["query_ids"], batch["query_mask"], batch["response_ids"], mask
         )
-        logprobs = core.logprobs_from_logits(logits, batch["response_ids"])
+        logprobs = logprobs_from_logits(logits, batch["response_ids"])
         pg_loss, clipfrac, approxkl = core.policy_loss(
             logprobs, batch["old_logprobs"], batch["advantages"], mask, self.ppo.cliprange
         )
@@ -513,7 +517,9 @@ class PPOTrainer:
         state = distributed.full_state_dict(self.accelerator, self.model)
         path = None
         if self.run is not None:
-            path = self.run.save_final(lambda folder: checkpoint.write_final(folder, self.policy, state))
+            path = self.run.save_final(
+                lambda folder: checkpoint.write_final(folder, self.policy, state)
+            )
         self.accelerator.wait_for_everyone()
         return path
 
