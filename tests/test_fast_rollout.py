@@ -12,6 +12,7 @@ import torch
 
 from rewardtune.config import GenerationConfig, ModelConfig
 from rewardtune.models import load_policy
+from rewardtune.models.hub import base_model
 from rewardtune.sampling import fast as decoding
 from rewardtune.sampling import rollout
 from rewardtune.sampling.rollout import eval_mode
@@ -55,7 +56,9 @@ def queries(policy) -> list[torch.Tensor]:
     return [torch.tensor(policy.tokenizer(t)["input_ids"]) for t in TEXTS]
 
 
-def sample(policy, engine: str, seed: int = 0, eos=(1,), lengths=LENGTHS, **settings):
+def sample(
+    policy, engine: str, seed: int = 0, eos=(1,), lengths=LENGTHS, sampler=None, **settings
+):
     torch.manual_seed(seed)
     return rollout.generate(
         policy.module.lm,
@@ -66,6 +69,7 @@ def sample(policy, engine: str, seed: int = 0, eos=(1,), lengths=LENGTHS, **sett
         lengths,
         policy.seq2seq,
         value_head=policy.module.v_head,
+        sampler=sampler,
     )
 
 
@@ -120,7 +124,6 @@ def test_model_generation_defaults_change_neither_engine(policy, monkeypatch):
 
 
 def test_a_processor_only_generate_applies_sends_fast_to_hf(policy, monkeypatch, caplog):
-    monkeypatch.setattr(decoding, "_warned", set())
     hf = sample(policy, "hf", do_sample=False).responses
     monkeypatch.setattr(policy.module.lm.generation_config, "suppress_tokens", [int(hf[1][0])])
     suppressed = sample(policy, "hf", do_sample=False).responses
@@ -141,14 +144,14 @@ def test_graph_key_changes_when_the_adapter_is_disabled(policy):
     assert decoding._weights_key(lm, head) == on
 
 
-def test_encoder_decoder_falls_back_to_hf_with_one_warning(tiny_t5, monkeypatch, caplog):
-    monkeypatch.setattr(decoding, "_warned", set())
+def test_encoder_decoder_falls_back_to_hf_with_one_warning(tiny_t5, caplog):
     policy = load_policy(ModelConfig(name=str(tiny_t5)))
     perturb_lora(policy.module.lm)
     hf = sample(policy, "hf")
+    sampler = rollout.Sampler()  # warnings are given once per sampler (the trainer holds one)
     with caplog.at_level(logging.WARNING, logger="rewardtune"):
-        fast = sample(policy, "fast")
-        sample(policy, "fast")
+        fast = sample(policy, "fast", sampler=sampler)
+        sample(policy, "fast", sampler=sampler)
     assert [r.tolist() for r in fast.responses] == [r.tolist() for r in hf.responses]
     message = "generation.engine=fast is not supported for encoder-decoder models; using hf"
     assert [r.getMessage() for r in caplog.records].count(message) == 1
@@ -158,20 +161,19 @@ def test_encoder_decoder_falls_back_to_hf_with_one_warning(tiny_t5, monkeypatch,
 def test_cuda_graph_engine_samples_the_same_tokens_as_generate(tiny_llama, monkeypatch):
     policy = load_policy(ModelConfig(name=str(tiny_llama), dtype="float32"), device="cuda")
     perturb_lora(policy.module.lm)
-    monkeypatch.setattr(decoding, "_graphs", {})
-    monkeypatch.setattr(decoding, "_graphs_failed", False)
+    sampler = rollout.Sampler()
     hf = sample(policy, "hf", eos=EOS["frequent-eos"])
     for _ in range(2):  # the second call replays the graph captured by the first
-        fast = sample(policy, "fast", eos=EOS["frequent-eos"])
+        fast = sample(policy, "fast", eos=EOS["frequent-eos"], sampler=sampler)
         assert [r.tolist() for r in fast.responses] == [r.tolist() for r in hf.responses]
-    assert len(decoding._graphs) == 1 and not decoding._graphs_failed
+    assert len(sampler.fast.graphs) == 1 and not sampler.fast.graphs_failed
     with policy.module.lm.disable_adapter():
         reference_hf = sample(policy, "hf", eos=EOS["frequent-eos"])
-        reference_fast = sample(policy, "fast", eos=EOS["frequent-eos"])
+        reference_fast = sample(policy, "fast", eos=EOS["frequent-eos"], sampler=sampler)
     assert [r.tolist() for r in reference_fast.responses] == [
         r.tolist() for r in reference_hf.responses
     ]
-    assert len(decoding._graphs) == 2
+    assert len(sampler.fast.graphs) == 2
 
 
 def test_cache_keyword_follows_the_transformers_version_and_refuses_cache_position():
@@ -191,7 +193,7 @@ def test_cache_keyword_follows_the_transformers_version_and_refuses_cache_positi
 
 def test_a_model_taking_past_key_values_decodes_the_same_tokens(policy, monkeypatch):
     """transformers 5.17 (the GPU image's) names the cache past_key_values: fast still runs."""
-    base = decoding.base_model(policy.module.lm)
+    base = base_model(policy.module.lm)
     forward = base.forward
 
     def renamed(

@@ -9,11 +9,14 @@ from typing import TextIO
 
 import torch
 
-from rewardtune.config import ModelConfig, load_config
+from rewardtune.config import GenerationConfig, ModelConfig, load_config
+from rewardtune.data.prompts import tokenize_prompt
 from rewardtune.models import Policy, load_policy
 from rewardtune.models.hub import merge_adapter, save_hf_folder
 from rewardtune.runs.checkpoint import load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, STATE
+from rewardtune.sampling import rollout
+from rewardtune.sampling.engines import HFEngine
 from rewardtune.types import RewardtuneError
 
 
@@ -67,41 +70,35 @@ def generate_stream(
     seed: int,
     out: TextIO,
 ) -> list[str]:
-    """Sample ``n`` responses per prompt, streaming tokens to stdout; returns the responses."""
+    """Sample ``n`` responses per prompt (pure sampling: top_k 0, top_p 1), streaming tokens to
+    ``out`` as they come; returns the responses."""
     from transformers import TextStreamer
 
     policy = load_target(target)
-    tokenizer, lm = policy.tokenizer, policy.module.lm
+    tokenizer = policy.tokenizer
     if chat and not getattr(tokenizer, "chat_template", None):
         raise RewardtuneError("--chat: this model's tokenizer has no chat template")
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, engine="hf")
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    sampler = rollout.Sampler(HFEngine(streamer))
+    eos_ids = policy.eos_token_ids(chat)
     torch.manual_seed(seed)
     responses = []
-    for prompt in prompts:
-        text = (
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-            if chat
-            else prompt
-        )
-        enc = tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(policy.device)
+    for text in prompts:
+        prompt = tokenize_prompt(text, tokenizer, chat, None)
         for _ in range(n):
-            out.write(f"\n>>> {prompt}\n")
+            out.write(f"\n>>> {text}\n")
             out.flush()
-            streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-            with torch.inference_mode():
-                ids = lm.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    top_k=0,
-                    top_p=1.0,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=policy.eos_token_ids(chat),
-                    streamer=streamer,
-                )
-            new = ids[0] if policy.seq2seq else ids[0, enc["input_ids"].shape[1] :]
-            responses.append(tokenizer.decode(new, skip_special_tokens=True))
+            sampled = rollout.generate(
+                policy.module.lm,
+                [prompt.input_ids],
+                gen,
+                tokenizer.pad_token_id,
+                eos_ids,
+                seq2seq=policy.seq2seq,
+                sampler=sampler,
+            )
+            responses.append(tokenizer.decode(sampled.responses[0], skip_special_tokens=True))
             out.write("\n")
     return responses
 

@@ -107,11 +107,20 @@ def sample(
     if batches is None:
         batches = list(range(math.ceil(len(prompts) / size)))
     ids: list[torch.Tensor] = []
+    sampler = rollout_lib.Sampler()
     for i in batches:
         torch.manual_seed(cfg.eval.seed + i)
         queries = [p.input_ids for p in prompts[i * size : (i + 1) * size]]
         ids += rollout_lib.generate(
-            lm, queries, gen, pad, eos, None, policy.seq2seq, cfg.eval.max_new_tokens
+            lm,
+            queries,
+            gen,
+            pad,
+            eos,
+            None,
+            policy.seq2seq,
+            cfg.eval.max_new_tokens,
+            sampler=sampler,
         ).responses
     texts = policy.tokenizer.batch_decode(ids, skip_special_tokens=True)
     return Samples(texts, [r if len(r) else torch.tensor([pad]) for r in ids])

@@ -18,34 +18,14 @@ Callers put the LM and value head in eval mode and run under ``torch.inference_m
 from __future__ import annotations
 
 import inspect
-import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 
 from rewardtune.config import GenerationConfig
 from rewardtune.models.hub import adapter_state, base_model, is_bitsandbytes
-
-log = logging.getLogger("rewardtune")
-
-_warned: set[str] = set()
-
-
-def warn_once(message: str) -> None:
-    """Log ``message`` at WARNING the first time this process sees it."""
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
-
-
-@dataclass
-class Decoded:
-    """New tokens of a batch, pad after each row's EOS, with what sampling computed for them."""
-
-    tokens: torch.Tensor  # (B, T), T <= max_new_tokens
-    logprobs: torch.Tensor | None = None  # (B, T) log pi(token) under the raw logits
-    values: torch.Tensor | None = None  # (B, T) V(last hidden state before the token)
+from rewardtune.sampling.engines import Decoded, Request
 
 
 def unsupported_reason(lm: torch.nn.Module, seq2seq: bool) -> str | None:
@@ -156,57 +136,6 @@ def forward_last(
     return logits, values
 
 
-def sample(
-    lm: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    gen: GenerationConfig,
-    max_new_tokens: int,
-    pad_id: int,
-    eos_ids: list[int],
-    value_head: torch.nn.Module | None = None,
-) -> Decoded:
-    """Up to ``max_new_tokens`` new tokens per row of left-padded ``input_ids`` (B, P) with
-    ``attention_mask`` (B, P), stopping once every row has sampled an EOS."""
-    batch, prompt_len = input_ids.shape
-    device = input_ids.device
-    keep = value_head is not None
-    eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
-    processors = logits_processors(gen, prompt_len, max_new_tokens, eos)
-    step = _decode_step(lm, value_head, batch, prompt_len + max_new_tokens, device)
-    mask = torch.zeros(batch, step.cache_len, dtype=torch.long, device=device)
-    mask[:, :prompt_len] = attention_mask
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # pads sit at 0
-    sequences = torch.full((batch, prompt_len + max_new_tokens), pad_id, device=device)
-    sequences[:, :prompt_len] = input_ids
-    logprobs = torch.zeros(batch, max_new_tokens, device=device) if keep else None
-    values = torch.zeros(batch, max_new_tokens, device=device) if keep else None
-    unfinished = torch.ones(batch, dtype=torch.long, device=device)
-    logits, value = step.prefill(input_ids, mask, positions)
-    position = positions[:, -1:]
-    for n in range(max_new_tokens):
-        end = prompt_len + n
-        if n:
-            mask[:, end - 1] = 1  # every row attends to its last token, pad or not
-            position = position + 1
-            logits, value = step(sequences[:, end - 1 : end], mask, position)
-        token = choose_tokens(processors(sequences[:, :end], logits), gen.do_sample)
-        token = token * unfinished + pad_id * (1 - unfinished)  # finished rows get pad
-        sequences[:, end] = token
-        if keep:
-            logprobs[:, n] = token_logprobs(logits, token)
-            values[:, n] = value
-        unfinished = unfinished & ~torch.isin(token, eos)
-        if not unfinished.any():  # where generate() stops: the same draws from the RNG
-            break
-    steps = n + 1
-    return Decoded(
-        sequences[:, prompt_len : prompt_len + steps],
-        logprobs[:, :steps] if keep else None,
-        values[:, :steps] if keep else None,
-    )
-
-
 # --- the decode step: eager, or one CUDA graph per (batch, cache length, weights) ------
 
 
@@ -276,36 +205,83 @@ class _GraphedStep(_EagerStep):
 
 _GRAPH_CACHE_ROUND = 64  # cache lengths round up to this, so graphs serve many prompt lengths
 _MAX_GRAPHS = 4
-_graphs: dict[tuple, _GraphedStep] = {}
-_graphs_failed = False
 
 
-def _decode_step(lm, value_head, batch: int, cache_len: int, device: torch.device):
-    if device.type != "cuda" or _graphs_failed or is_bitsandbytes(lm):
-        return _EagerStep(lm, value_head, cache_len)
-    cache_len = math.ceil(cache_len / _GRAPH_CACHE_ROUND) * _GRAPH_CACHE_ROUND
-    key = (batch, cache_len, _weights_key(lm, value_head))
-    if key not in _graphs:
-        graphed = _capture(lm, value_head, batch, cache_len, device)
-        if graphed is None:
+class FastEngine:
+    """``generation.engine: fast``. Holds its own state: the CUDA graphs captured so far (one
+    per batch size, cache length and weights) and whether capture ever failed."""
+
+    name = "fast"
+
+    def __init__(self, warn: Callable[[str], None]):
+        self.warn = warn
+        self.graphs: dict[tuple, _GraphedStep] = {}
+        self.graphs_failed = False
+
+    def sample(self, lm, input_ids, attention_mask, request: Request) -> Decoded:
+        """Up to ``request.max_new_tokens`` new tokens per row of left-padded ``input_ids``
+        (B, P) with ``attention_mask`` (B, P), stopping once every row has sampled an EOS."""
+        batch, prompt_len = input_ids.shape
+        device, width = input_ids.device, request.max_new_tokens
+        keep = request.value_head is not None
+        eos = torch.tensor(request.eos_ids, dtype=torch.long, device=device)
+        processors = logits_processors(request.gen, prompt_len, width, eos)
+        step = self._decode_step(lm, request.value_head, batch, prompt_len + width, device)
+        mask = torch.zeros(batch, step.cache_len, dtype=torch.long, device=device)
+        mask[:, :prompt_len] = attention_mask
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # pads sit at 0
+        sequences = torch.full((batch, prompt_len + width), request.pad_id, device=device)
+        sequences[:, :prompt_len] = input_ids
+        logprobs = torch.zeros(batch, width, device=device) if keep else None
+        values = torch.zeros(batch, width, device=device) if keep else None
+        unfinished = torch.ones(batch, dtype=torch.long, device=device)
+        logits, value = step.prefill(input_ids, mask, positions)
+        position = positions[:, -1:]
+        for n in range(width):
+            end = prompt_len + n
+            if n:
+                mask[:, end - 1] = 1  # every row attends to its last token, pad or not
+                position = position + 1
+                logits, value = step(sequences[:, end - 1 : end], mask, position)
+            token = choose_tokens(processors(sequences[:, :end], logits), request.gen.do_sample)
+            token = token * unfinished + request.pad_id * (1 - unfinished)  # finished: pad
+            sequences[:, end] = token
+            if keep:
+                logprobs[:, n] = token_logprobs(logits, token)
+                values[:, n] = value
+            unfinished = unfinished & ~torch.isin(token, eos)
+            if not unfinished.any():  # where generate() stops: the same draws from the RNG
+                break
+        steps = n + 1
+        kept = (logprobs[:, :steps], values[:, :steps]) if keep else ()
+        return Decoded(sequences[:, prompt_len : prompt_len + steps], *kept)
+
+    def _decode_step(self, lm, value_head, batch: int, cache_len: int, device: torch.device):
+        if device.type != "cuda" or self.graphs_failed or is_bitsandbytes(lm):
             return _EagerStep(lm, value_head, cache_len)
-        while len(_graphs) >= _MAX_GRAPHS:
-            _graphs.pop(next(iter(_graphs)))
-        _graphs[key] = graphed
-    return _graphs[key]
+        cache_len = math.ceil(cache_len / _GRAPH_CACHE_ROUND) * _GRAPH_CACHE_ROUND
+        key = (batch, cache_len, _weights_key(lm, value_head))
+        if key not in self.graphs:
+            graphed = self._capture(lm, value_head, batch, cache_len, device)
+            if graphed is None:
+                return _EagerStep(lm, value_head, cache_len)
+            while len(self.graphs) >= _MAX_GRAPHS:
+                self.graphs.pop(next(iter(self.graphs)))
+            self.graphs[key] = graphed
+        return self.graphs[key]
 
-
-def _capture(lm, value_head, batch, cache_len, device) -> _GraphedStep | None:
-    global _graphs_failed
-    try:
-        with torch.cuda.device(device):
-            return _GraphedStep(lm, value_head, batch, cache_len, device)
-    except Exception as err:  # noqa: BLE001 - whatever breaks capture, decode eagerly
-        _graphs_failed = True
-        detail = str(err).strip().splitlines()
-        reason = type(err).__name__ + (f": {detail[0][:200]}" if detail else "")
-        warn_once(f"generation.engine=fast: CUDA graph capture failed ({reason}); decoding eagerly")
-        return None
+    def _capture(self, lm, value_head, batch, cache_len, device) -> _GraphedStep | None:
+        try:
+            with torch.cuda.device(device):
+                return _GraphedStep(lm, value_head, batch, cache_len, device)
+        except Exception as err:  # noqa: BLE001 - whatever breaks capture, decode eagerly
+            self.graphs_failed = True
+            detail = str(err).strip().splitlines()
+            reason = type(err).__name__ + (f": {detail[0][:200]}" if detail else "")
+            self.warn(
+                f"generation.engine=fast: CUDA graph capture failed ({reason}); decoding eagerly"
+            )
+            return None
 
 
 def _weights_key(lm, value_head) -> tuple:

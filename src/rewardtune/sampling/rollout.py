@@ -7,6 +7,7 @@ Sampling and scoring run in eval mode (no dropout, LoRA dropout included) under
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,10 +16,18 @@ import torch
 from rewardtune.config import GenerationConfig
 from rewardtune.core.tensors import logprobs_from_logits, pad_left, pad_right
 from rewardtune.models import PolicyWithValueHead
-from rewardtune.models.hub import base_model
-from rewardtune.sampling import fast as decoding
-from rewardtune.sampling.fast import Decoded
+from rewardtune.sampling.engines import (
+    Decoded,
+    Engine,
+    HFEngine,
+    Request,
+    hf_generation_config,
+    model_generation_defaults,
+)
+from rewardtune.sampling.fast import FastEngine, unsupported_reason
 from rewardtune.types import Rollout
+
+log = logging.getLogger("rewardtune")
 
 
 @contextlib.contextmanager
@@ -32,46 +41,6 @@ def eval_mode(module: torch.nn.Module):
         module.train(was_training)
 
 
-def hf_generation_config(
-    gen: GenerationConfig,
-    max_new_tokens: int,
-    pad_id: int,
-    eos_ids: list[int],
-    keep_scores: bool = False,
-):
-    """A fresh GenerationConfig: the model's own defaults (top_k=50, repetition penalty...)
-    must not change the distribution PPO thinks it samples from. generate() fills every field
-    left None from the model's generation_config, so those with a neutral value are pinned to
-    it (the rest: ``model_generation_defaults``)."""
-    from transformers import GenerationConfig as HFGenerationConfig
-
-    return HFGenerationConfig(
-        num_beams=1,
-        num_return_sequences=1,
-        repetition_penalty=1.0,
-        encoder_repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        encoder_no_repeat_ngram_size=0,
-        typical_p=1.0,
-        epsilon_cutoff=0.0,
-        eta_cutoff=0.0,
-        guidance_scale=1.0,
-        renormalize_logits=False,
-        remove_invalid_values=False,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min(gen.min_new_tokens, max_new_tokens),
-        do_sample=gen.do_sample,
-        top_k=gen.top_k if gen.do_sample else None,
-        top_p=gen.top_p if gen.do_sample else None,
-        temperature=gen.temperature if gen.do_sample else None,
-        pad_token_id=pad_id,
-        eos_token_id=eos_ids,
-        return_dict_in_generate=True,
-        output_logits=keep_scores,
-        output_hidden_states=keep_scores,
-    )
-
-
 @dataclass
 class Sampled:
     """Responses with what the sampling forward passes already computed for each token:
@@ -82,61 +51,33 @@ class Sampled:
     values: list[torch.Tensor] | None = None  # each (len_i,)
 
 
-# generation_config fields a model may set that cannot change what generate() samples for
-# hf_generation_config: token ids, lengths, cache and output switches, and the warpers (applied
-# only when sampling, and then set by us)
-_HARMLESS_MODEL_DEFAULTS = frozenset(
-    {
-        "bos_token_id",
-        "eos_token_id",
-        "pad_token_id",
-        "decoder_start_token_id",
-        "max_length",
-        "min_length",
-        "use_cache",
-        "cache_implementation",
-        "cache_config",
-        "output_attentions",
-        "output_hidden_states",
-        "output_scores",
-        "output_logits",
-        "return_dict_in_generate",
-        "temperature",
-        "top_k",
-        "top_p",
-        "length_penalty",
-        "early_stopping",
-        "transformers_version",
-        "_from_model_config",
-    }
-)
+class Sampler:
+    """Chooses the engine of each call (``gen.engine``, or hf where the fast engine cannot draw
+    what generate draws) and holds the engines' state: the fast engine's CUDA graphs, and the
+    warnings already given (each reason is logged once per sampler)."""
 
+    def __init__(self, hf: HFEngine | None = None):
+        self.hf = hf or HFEngine()
+        self.fast = FastEngine(self.warn_once)
+        self.warned: set[str] = set()
 
-def model_generation_defaults(lm: torch.nn.Module, config) -> list[str]:
-    """Fields of the model's own generation_config that generate() would add to ``config``
-    (bad_words_ids, suppress_tokens, min_p...): only the hf engine applies them."""
-    own = base_model(lm).generation_config.to_dict()
-    return sorted(
-        key
-        for key, value in own.items()
-        if value is not None
-        and key not in _HARMLESS_MODEL_DEFAULTS
-        and getattr(config, key, None) is None
-    )
+    def warn_once(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            log.warning(message)
 
-
-def pick_engine(gen: GenerationConfig, lm: torch.nn.Module, seq2seq: bool, config) -> str:
-    """``gen.engine``, or hf where the fast engine cannot draw what generate() draws (the
-    reason is logged once per process)."""
-    if gen.engine == "hf":
-        return "hf"
-    reason = decoding.unsupported_reason(lm, seq2seq)
-    if reason is None and (extra := model_generation_defaults(lm, config)):
-        reason = f"when the model's generation_config sets {', '.join(extra)}"
-    if reason is None:
-        return "fast"
-    decoding.warn_once(f"generation.engine=fast is not supported {reason}; using hf")
-    return "hf"
+    def engine_for(
+        self, gen: GenerationConfig, lm: torch.nn.Module, seq2seq: bool, config
+    ) -> Engine:
+        if gen.engine == "hf":
+            return self.hf
+        reason = unsupported_reason(lm, seq2seq)
+        if reason is None and (extra := model_generation_defaults(lm, config)):
+            reason = f"when the model's generation_config sets {', '.join(extra)}"
+        if reason is None:
+            return self.fast
+        self.warn_once(f"generation.engine=fast is not supported {reason}; using hf")
+        return self.hf
 
 
 def generate(
@@ -149,8 +90,10 @@ def generate(
     seq2seq: bool = False,
     max_new_tokens: int | None = None,
     value_head: torch.nn.Module | None = None,
+    sampler: Sampler | None = None,
 ) -> Sampled:
-    """Sample one response per query, the whole batch at once, with ``gen.engine``.
+    """Sample one response per query, the whole batch at once, with ``gen.engine``
+    (``sampler`` keeps engine state across calls; default: a fresh one).
 
     ``lengths`` caps each sample's response (classic per-sample LengthSampler): the batch
     is sampled to the longest and each response cut at its own length, which draws from
@@ -165,26 +108,12 @@ def generate(
     attention_mask = pad_left([torch.ones_like(q) for q in queries], 0).to(device)
     keep = value_head is not None
     config = hf_generation_config(gen, longest, pad_id, eos_ids, keep)
-    fast = pick_engine(gen, lm, seq2seq, config) == "fast"
+    engine = (sampler or Sampler()).engine_for(gen, lm, seq2seq, config)
+    request = Request(gen, config, longest, pad_id, eos_ids, seq2seq, value_head)
     heads = eval_mode(value_head) if keep else contextlib.nullcontext()
     with eval_mode(lm), heads, torch.inference_mode():
-        if fast:
-            decoded = decoding.sample(
-                lm, input_ids, attention_mask, gen, longest, pad_id, eos_ids, value_head
-            )
-        else:
-            decoded = _hf_sample(lm, input_ids, attention_mask, config, seq2seq, value_head)
+        decoded = engine.sample(lm, input_ids, attention_mask, request)
     return _cut(decoded, lengths, longest, eos_ids)
-
-
-def _hf_sample(lm, input_ids, attention_mask, config, seq2seq: bool, value_head) -> Decoded:
-    output = lm.generate(
-        input_ids=input_ids, attention_mask=attention_mask, generation_config=config
-    )
-    new_tokens = output.sequences[:, 1:] if seq2seq else output.sequences[:, input_ids.shape[1] :]
-    if value_head is None:
-        return Decoded(new_tokens)
-    return Decoded(new_tokens, *_sampling_scores(output, new_tokens, value_head, seq2seq))
 
 
 def _cut(decoded: Decoded, lengths: list[int] | None, longest: int, eos_ids: list[int]) -> Sampled:
@@ -201,15 +130,6 @@ def _cut(decoded: Decoded, lengths: list[int] | None, longest: int, eos_ids: lis
             sampled.logprobs.append(logprobs[i, :n].clone())
             sampled.values.append(values[i, :n].clone())
     return sampled
-
-
-def _sampling_scores(output, new_tokens: torch.Tensor, value_head, seq2seq: bool):
-    """(B, T) logprobs of the sampled tokens under the raw logits, and (B, T) values."""
-    logits = torch.stack(output.logits, dim=1)  # (B, T, V), before any logits processor
-    logprobs = logprobs_from_logits(logits, new_tokens)
-    steps = output.decoder_hidden_states if seq2seq else output.hidden_states
-    hidden = torch.stack([layers[-1][:, -1] for layers in steps], dim=1)  # (B, T, H)
-    return logprobs, value_head(hidden).float()
 
 
 def end_of_response(tokens: torch.Tensor, eos_ids: list[int]) -> int:

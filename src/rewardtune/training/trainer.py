@@ -89,6 +89,7 @@ class PPOTrainer:
         self._timings: dict[str, float] = {}
         self._stop_requested = False
         self._sampled: tuple | None = None  # the last generate(): its logprobs and values
+        self.sampler = rollout_lib.Sampler()  # engine state (CUDA graphs) lives across steps
         self.parameters = count_parameters(self.policy)
 
     # -- the classic API -------------------------------------------------------------
@@ -147,6 +148,7 @@ class PPOTrainer:
                 lengths,
                 self.policy.seq2seq,
                 value_head=module.v_head,
+                sampler=self.sampler,
             )
         self._sampled = (queries, sampled)
         responses = sampled.responses
