@@ -7,7 +7,7 @@ from rewardtune.config import HttpReward as HttpSpec
 from rewardtune.config import ProfanityReward as ProfanitySpec
 from rewardtune.config import PythonReward as PythonSpec
 from rewardtune.config import VaderReward as VaderSpec
-from rewardtune.rewards.base import Reward, WeightedReward, check_scores, nonfinite
+from rewardtune.rewards.base import Reward, WeightedReward, check_scores
 from rewardtune.rewards.classifier import ClassifierScorer
 from rewardtune.rewards.http import HttpReward
 from rewardtune.rewards.lexicon import ProfanityReward, ProfanityToxicity, VaderReward
@@ -20,7 +20,6 @@ __all__ = [
     "build_scorer",
     "build_toxicity",
     "check_scores",
-    "nonfinite",
 ]
 
 

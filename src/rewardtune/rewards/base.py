@@ -84,8 +84,3 @@ def call_with_retries(
                     f"{str(err).splitlines()[0][:200] if str(err) else ''}"
                 ) from err
     return check_scores(reward.name, scores, len(responses))
-
-
-def nonfinite(scores: list[float]) -> list[int]:
-    """Indices of NaN / infinite scores."""
-    return [i for i, s in enumerate(scores) if not math.isfinite(s)]
