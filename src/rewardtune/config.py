@@ -5,13 +5,16 @@ Validated once here, at the edge; everything below receives these objects and tr
 
 from __future__ import annotations
 
+import codecs
+import os
 import re
+import string
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rewardtune.types import RewardtuneError
 
@@ -19,7 +22,29 @@ DEFAULT_RECIPE = "smollm2-detox"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `learning_rate: .inf` or `weight: .nan` is a mistake, not a value
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy seeds are unsigned 32-bit
+
+
+def template_fields(template: str) -> list[str]:
+    """The ``{placeholder}`` names of a str.format template; a stray brace or a placeholder
+    that is not a plain name (``{}``, ``{0}``, ``{a.b}``) is a ValueError."""
+    try:
+        fields = [
+            field for _, field, _, _ in string.Formatter().parse(template) if field is not None
+        ]
+    except ValueError as err:
+        raise ValueError(f"{template!r}: {err}; write a literal brace as {{{{ or }}}}") from None
+    for field in fields:
+        if not field.isidentifier():
+            raise ValueError(
+                f"{template!r}: placeholder {{{field}}} must be a column name like {{text}} "
+                "(write a literal brace as {{ or }})"
+            )
+    return fields
 
 
 # --- model ---------------------------------------------------------------------------
@@ -55,6 +80,7 @@ class RewardBase(Section):
     weight: float = 1.0
     input: Literal["prompt+response", "response"] = "prompt+response"
     retries: int = Field(0, ge=0)
+    retry_backoff_s: float = Field(0.0, ge=0)  # waits backoff, 2*backoff, 4*backoff, ...
     name: str | None = None  # shown in stats; defaults to the type (and label)
 
 
@@ -78,6 +104,9 @@ class VaderReward(RewardBase):
 class PythonReward(RewardBase):
     type: Literal["python"]
     function: str  # "pkg.module:fn" or "path/to/file.py:fn"
+    # fn(responses), fn(prompts, responses) or fn(texts) (texts: what `input` names);
+    # null: from the function's required positional parameters (2: prompts_responses, 1: texts)
+    call: Literal["responses", "prompts_responses", "texts"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> PythonReward:
@@ -88,8 +117,11 @@ class PythonReward(RewardBase):
 
 class HttpReward(RewardBase):
     type: Literal["http"]
-    url: str
-    timeout_s: float = Field(30.0, gt=0)
+    url: str  # ${ENV} is filled in at call time; user-info and query values are never written
+    headers: dict[str, str] = Field(default_factory=dict)  # values may name ${ENV} variables
+    timeout_s: float = Field(30.0, gt=0)  # bounds each whole call, not each socket read
+    retries: int = Field(2, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0)  # waits backoff, 2*backoff, 4*backoff, ...
 
 
 RewardSpec = Annotated[
@@ -133,7 +165,24 @@ class DataConfig(Section):
     query_tokens: tuple[int, int] | None = None  # sample a query length in [min, max]
     limit: int | None = Field(None, gt=0)  # keep at most this many prompts (after filters)
     eval_fraction: float = Field(0.1, ge=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
+    encoding: str = "utf-8"  # of .txt/.jsonl/.csv files (a UTF-8 BOM is skipped)
+    truncate: Literal["left", "error"] = "left"  # prompts longer than the model's context
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        template_fields(template)
+        return template
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1)") from None
+        return encoding
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -192,7 +241,7 @@ class PPOConfig(Section):
     skip_nonfinite_rewards: bool = False
     max_kl: float | None = Field(None, gt=0)  # stop when objective/kl exceeds this
     steps: int = Field(100, ge=0)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
@@ -208,7 +257,7 @@ class EvalConfig(Section):
     enabled: bool = True
     prompts: int = Field(100, gt=0)
     max_new_tokens: int = Field(48, gt=0)
-    seed: int = 0
+    seed: Seed = 0
     batch_size: int = Field(16, gt=0)
     toxicity: ToxicitySpec | None = None
     extra_scorers: list[RewardSpec] = Field(default_factory=list)
@@ -218,11 +267,25 @@ class EvalConfig(Section):
 class RunConfig(Section):
     dir: str = "runs/{recipe}-{time}"
     save_every: int = Field(20, ge=0)  # 0 = only the final checkpoint
+    save_every_minutes: float = Field(10.0, ge=0)  # also save by time; 0 = by steps only
     keep_checkpoints: int = Field(2, gt=0)
     log_samples: int = Field(4, ge=0)
     trackers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
         default_factory=lambda: ["jsonl"]
     )
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, folder: str) -> str:
+        if not folder.strip():
+            raise ValueError("empty; name a folder, e.g. runs/{recipe}-{time}")
+        unknown = set(template_fields(folder)) - {"recipe", "time"}
+        if unknown:
+            raise ValueError(
+                f"{folder!r}: unknown placeholder {{{sorted(unknown)[0]}}}; "
+                "only {recipe} and {time} are filled in"
+            )
+        return folder
 
 
 class Config(Section):
@@ -235,8 +298,68 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.eval.enabled and self.data.eval_fraction == 0:
+            raise ValueError(
+                "eval.enabled needs held-out prompts: set data.eval_fraction > 0 "
+                "(e.g. 0.1) or eval.enabled=false"
+            )
+        return self
+
+    def public_dump(self) -> dict[str, Any]:
+        """The config as plain data with secrets redacted: what config.yaml, reports, logs
+        and trackers get."""
+        data = self.model_dump(mode="json")
+        for spec in [*data["reward"], *data["eval"]["extra_scorers"]]:
+            if spec.get("type") == "http":
+                spec["url"] = redact_url(spec["url"])
+                spec["headers"] = {k: redact_value(v) for k, v in spec["headers"].items()}
+        return data
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.public_dump(), sort_keys=False)
+
+
+# --- secrets -------------------------------------------------------------------------
+
+REDACTED = "REDACTED"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def redact_value(value: str) -> str:
+    """A value made only of ${ENV} references (and text around them) is kept: it names the
+    secret without holding it; anything else that may be a secret is replaced."""
+    return value if _ENV_REF.search(value) else REDACTED
+
+
+def redact_url(url: str) -> str:
+    """``https://user:pw@host/p?token=x`` -> ``https://REDACTED@host/p?token=REDACTED``
+    (${ENV} references are kept)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo if _ENV_REF.fullmatch(userinfo) else REDACTED}@{host}"
+    query = urlencode(
+        [(k, redact_value(v)) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="${}",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def fill_env(text: str, where: str) -> str:
+    """Replace each ${NAME} by the environment variable NAME (at call time, never stored)."""
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise RewardtuneError(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_REF.sub(value, text)
 
 
 # --- loading -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from rewardtune.models import Policy, load_policy
 from rewardtune.models.hub import merge_adapter, save_hf_folder
 from rewardtune.runs.checkpoint import load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, STATE
-from rewardtune.types import RewardtuneError
+from rewardtune.types import RewardtuneError, printable
 
 
 @dataclass
@@ -58,6 +58,18 @@ def load_target(target: Target, device: str | None = None) -> Policy:
     return policy
 
 
+def _streamer(tokenizer, out: TextIO):
+    """transformers' TextStreamer, writing sanitised text to ``out``."""
+    from transformers import TextStreamer
+
+    class SafeStreamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            out.write(printable(text) + ("\n" if stream_end else ""))
+            out.flush()
+
+    return SafeStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
 def generate_stream(
     target: Target,
     prompts: list[str],
@@ -67,9 +79,7 @@ def generate_stream(
     seed: int,
     out: TextIO,
 ) -> list[str]:
-    """Sample ``n`` responses per prompt, streaming tokens to stdout; returns the responses."""
-    from transformers import TextStreamer
-
+    """Sample ``n`` responses per prompt, streaming tokens to ``out``; returns the responses."""
     policy = load_target(target)
     tokenizer, lm = policy.tokenizer, policy.module.lm
     if chat and not getattr(tokenizer, "chat_template", None):
@@ -86,9 +96,9 @@ def generate_stream(
         )
         enc = tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(policy.device)
         for _ in range(n):
-            out.write(f"\n>>> {prompt}\n")
+            out.write(f"\n>>> {printable(prompt)}\n")
             out.flush()
-            streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            streamer = _streamer(tokenizer, out)
             with torch.inference_mode():
                 ids = lm.generate(
                     **enc,
