@@ -17,7 +17,8 @@ import torch
 from conftest import policy_tokenizer
 from rewardtune.config import Config, DataConfig, validate
 from rewardtune.data.prompts import load_prompts, read_rows
-from rewardtune.rewards import build_reward, call_with_retries
+from rewardtune.rewards import build_reward
+from rewardtune.rewards.base import call_with_retries
 from rewardtune.rewards.python import PythonReward
 from rewardtune.runs.rundir import RunDir, write_atomic
 from rewardtune.types import RewardtuneError
@@ -210,7 +211,7 @@ def test_http_retries_twice_by_default_with_exponential_backoff(monkeypatch):
 
     server = _Server(lambda h, n: _answer(h, b"busy", 503) if n < 3 else _answer(h, b"[1.0]"))
     waits = []
-    monkeypatch.setattr(base.time, "sleep", waits.append)
+    monkeypatch.setattr(base, "_sleep", waits.append)
     spec = {"type": "http", "url": server.url, "retry_backoff_s": 0.25}
     assert build_reward(config(reward=[spec]).reward)(["p"], ["r"]) == [1.0]
     assert waits == [0.25, 0.5] and len(server.seen) == 3
@@ -330,3 +331,11 @@ def test_sys_exit_inside_a_reward_is_a_reward_error(reward_file):
     reward = PythonReward(f"{reward_file}:exits")
     with pytest.raises(RewardtuneError, match="reward 'exits' failed: SystemExit"):
         call_with_retries(reward, ["a"], ["b"], retries=0)
+
+
+def test_generate_streams_escape_sequences_of_model_text_as_text():
+    from rewardtune.inference import _streamer
+
+    out = io.StringIO()
+    _streamer(policy_tokenizer(), out).on_finalized_text("[/] \x1b]8;;http://x\x07y\x1b[31m", True)
+    assert out.getvalue() == "[/] \\x1b]8;;http://x\\x07y\\x1b[31m\n"

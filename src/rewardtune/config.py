@@ -5,17 +5,21 @@ Validated once here, at the edge; everything below receives these objects and tr
 
 from __future__ import annotations
 
-import codecs
-import os
 import re
-import string
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rewardtune.text import (
+    checked_encoding,
+    checked_run_dir,
+    checked_template,
+    redact_url,
+    redact_value,
+)
 from rewardtune.types import RewardtuneError
 
 DEFAULT_RECIPE = "smollm2-detox"
@@ -27,24 +31,6 @@ class Section(BaseModel):
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy seeds are unsigned 32-bit
-
-
-def template_fields(template: str) -> list[str]:
-    """The ``{placeholder}`` names of a str.format template; a stray brace or a placeholder
-    that is not a plain name (``{}``, ``{0}``, ``{a.b}``) is a ValueError."""
-    try:
-        fields = [
-            field for _, field, _, _ in string.Formatter().parse(template) if field is not None
-        ]
-    except ValueError as err:
-        raise ValueError(f"{template!r}: {err}; write a literal brace as {{{{ or }}}}") from None
-    for field in fields:
-        if not field.isidentifier():
-            raise ValueError(
-                f"{template!r}: placeholder {{{field}}} must be a column name like {{text}} "
-                "(write a literal brace as {{ or }})"
-            )
-    return fields
 
 
 # --- model ---------------------------------------------------------------------------
@@ -157,7 +143,7 @@ class DataConfig(Section):
     source: str = "detox"  # shipped prompt set, local file, or hub data set
     split: str = "train"
     column: str = "text"
-    template: str = "{text}"
+    template: Annotated[str, AfterValidator(checked_template)] = "{text}"
     chat: bool = False
     chat_template: str | None = None  # Jinja template for a tokenizer that ships none
     min_chars: int = Field(0, ge=0)
@@ -166,23 +152,8 @@ class DataConfig(Section):
     limit: int | None = Field(None, gt=0)  # keep at most this many prompts (after filters)
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     seed: Seed = 0
-    encoding: str = "utf-8"  # of .txt/.jsonl/.csv files (a UTF-8 BOM is skipped)
+    encoding: Annotated[str, AfterValidator(checked_encoding)] = "utf-8"  # a BOM is skipped
     truncate: Literal["left", "error"] = "left"  # prompts longer than the model's context
-
-    @field_validator("template")
-    @classmethod
-    def _template(cls, template: str) -> str:
-        template_fields(template)
-        return template
-
-    @field_validator("encoding")
-    @classmethod
-    def _encoding(cls, encoding: str) -> str:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1)") from None
-        return encoding
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -265,7 +236,7 @@ class EvalConfig(Section):
 
 
 class RunConfig(Section):
-    dir: str = "runs/{recipe}-{time}"
+    dir: Annotated[str, AfterValidator(checked_run_dir)] = "runs/{recipe}-{time}"
     save_every: int = Field(20, ge=0)  # 0 = only the final checkpoint
     save_every_minutes: float = Field(10.0, ge=0)  # also save by time; 0 = by steps only
     keep_checkpoints: int = Field(2, gt=0)
@@ -273,19 +244,6 @@ class RunConfig(Section):
     trackers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
         default_factory=lambda: ["jsonl"]
     )
-
-    @field_validator("dir")
-    @classmethod
-    def _dir(cls, folder: str) -> str:
-        if not folder.strip():
-            raise ValueError("empty; name a folder, e.g. runs/{recipe}-{time}")
-        unknown = set(template_fields(folder)) - {"recipe", "time"}
-        if unknown:
-            raise ValueError(
-                f"{folder!r}: unknown placeholder {{{sorted(unknown)[0]}}}; "
-                "only {recipe} and {time} are filled in"
-            )
-        return folder
 
 
 class Config(Section):
@@ -319,47 +277,6 @@ class Config(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.public_dump(), sort_keys=False)
-
-
-# --- secrets -------------------------------------------------------------------------
-
-REDACTED = "REDACTED"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def redact_value(value: str) -> str:
-    """A value made only of ${ENV} references (and text around them) is kept: it names the
-    secret without holding it; anything else that may be a secret is replaced."""
-    return value if _ENV_REF.search(value) else REDACTED
-
-
-def redact_url(url: str) -> str:
-    """``https://user:pw@host/p?token=x`` -> ``https://REDACTED@host/p?token=REDACTED``
-    (${ENV} references are kept)."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        netloc = f"{userinfo if _ENV_REF.fullmatch(userinfo) else REDACTED}@{host}"
-    query = urlencode(
-        [(k, redact_value(v)) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-        safe="${}",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def fill_env(text: str, where: str) -> str:
-    """Replace each ${NAME} by the environment variable NAME (at call time, never stored)."""
-
-    def value(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise RewardtuneError(f"{where}: environment variable {name} is not set")
-        return os.environ[name]
-
-    return _ENV_REF.sub(value, text)
 
 
 # --- loading -------------------------------------------------------------------------

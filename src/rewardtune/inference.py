@@ -14,7 +14,8 @@ from rewardtune.models import Policy, load_policy
 from rewardtune.models.hub import merge_adapter, save_hf_folder
 from rewardtune.runs.checkpoint import load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, STATE
-from rewardtune.types import RewardtuneError, printable
+from rewardtune.text import printable
+from rewardtune.types import RewardtuneError
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -134,12 +133,3 @@ class EvalRow:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def printable(text: str) -> str:
-    """Model text made safe for a terminal: control characters (ESC starts colour, cursor and
-    hyperlink sequences) are shown as escapes like ``\\x1b``; newlines and tabs stay."""
-    return "".join(
-        c if c in "\n\t" or unicodedata.category(c) != "Cc" else c.encode("unicode_escape").decode()
-        for c in text
-    )

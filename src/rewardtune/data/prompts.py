@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardtune.config import DataConfig, template_fields
+from rewardtune.config import DataConfig
+from rewardtune.text import template_fields
 from rewardtune.types import Prompt, RewardtuneError
 
 LOCAL_SUFFIXES = {

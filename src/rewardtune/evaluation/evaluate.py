@@ -30,7 +30,8 @@ from rewardtune.rewards import build_reward, build_scorer, build_toxicity, call_
 from rewardtune.runs.checkpoint import EVAL_FILES, checkpoint_problem, load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, RunDir, write_atomic
 from rewardtune.sampling import rollout as rollout_lib
-from rewardtune.types import EvalRow, Prompt, RewardtuneError, printable
+from rewardtune.text import printable
+from rewardtune.types import EvalRow, Prompt, RewardtuneError
 
 FLAG_THRESHOLD = 0.5  # a response is "flagged" when P(toxic) > 0.5
 

@@ -9,6 +9,8 @@ from typing import Protocol, runtime_checkable
 
 from rewardtune.types import RewardtuneError
 
+_sleep = time.sleep  # the backoff's wait; tests replace it
+
 
 @runtime_checkable
 class Reward(Protocol):
@@ -93,7 +95,7 @@ def call_with_retries(
             raise
         except (Exception, SystemExit) as err:  # a user's reward can raise anything
             if attempt < retries:
-                time.sleep(backoff_s * 2**attempt)
+                _sleep(backoff_s * 2**attempt)
             else:
                 tries = f" after {retries + 1} tries" if retries else ""
                 raise RewardtuneError(

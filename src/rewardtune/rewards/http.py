@@ -10,7 +10,7 @@ import json
 import threading
 import urllib.request
 
-from rewardtune.config import REDACTED, fill_env
+from rewardtune.text import REDACTED, fill_env
 from rewardtune.types import RewardtuneError
 
 
