@@ -278,8 +278,7 @@ def _evaluate_and_report(trainer, path: Path) -> None:
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     prompts: Annotated[
-        int | None,
-        typer.Option(help="How many held-out prompts (default: eval.prompts)."),
+        int | None, typer.Option(help="How many held-out prompts (default: eval.prompts).")
     ] = None,
     checkpoint: Annotated[
         str | None, typer.Option(help="Evaluate checkpoints/step-N instead of final/.")
