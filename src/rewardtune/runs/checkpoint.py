@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import zipfile
@@ -134,7 +135,7 @@ def usable_checkpoint(run: RunDir) -> Path:
     for folder in reversed(complete):
         problem = checkpoint_problem(folder)
         if problem is None:
-            if problems:
+            if problems and os.environ.get("RANK", "0") == "0":  # one warning, not one a rank
                 logging.getLogger(__name__).warning(
                     f"checkpoint {problems[0]}; resuming from the previous one, {folder.name}"
                 )
