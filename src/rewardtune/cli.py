@@ -335,24 +335,11 @@ def generate(
 
 
 def _read_prompts(prompt: str | None, prompt_file: Path | None, encoding: str) -> list[str]:
-    from rewardtune.data.prompts import decode_text
+    from rewardtune.data.prompts import read_prompt_file
 
     if (prompt is None) == (prompt_file is None):
         raise RewardtuneError("give exactly one of --prompt TEXT or --prompt-file FILE")
-    if prompt is not None:
-        return [prompt]
-    if not prompt_file.is_file():
-        raise RewardtuneError(f"--prompt-file {prompt_file} does not exist")
-    try:
-        text = decode_text(prompt_file, encoding, "--prompt-file", "--encoding")
-    except LookupError:
-        raise RewardtuneError(
-            f"--encoding {encoding!r} is not an encoding (e.g. latin-1)"
-        ) from None
-    prompts = [line for line in text.splitlines() if line.strip()]
-    if not prompts:
-        raise RewardtuneError(f"--prompt-file {prompt_file} has no prompts (one per line)")
-    return prompts
+    return [prompt] if prompt is not None else read_prompt_file(prompt_file, encoding)
 
 
 @app.command()

@@ -77,6 +77,22 @@ def decode_text(path: Path, encoding: str, where: str, flag: str = "data.encodin
         ) from err
 
 
+def read_prompt_file(path: Path, encoding: str) -> list[str]:
+    """``generate --prompt-file``: one prompt a line, blank lines skipped."""
+    if not path.is_file():
+        raise RewardtuneError(f"--prompt-file {path} does not exist")
+    try:
+        text = decode_text(path, encoding, "--prompt-file", "--encoding")
+    except LookupError:
+        raise RewardtuneError(
+            f"--encoding {encoding!r} is not an encoding (e.g. latin-1)"
+        ) from None
+    prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise RewardtuneError(f"--prompt-file {path} has no prompts (one per line)")
+    return prompts
+
+
 def _read_text(path: Path, encoding: str) -> list[dict]:
     lines = decode_text(path, encoding, "data.source").splitlines()
     return [{"text": line} for line in lines if line.strip()]
