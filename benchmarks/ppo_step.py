@@ -185,6 +185,7 @@ def w1_config(prompts: Path, engine: str):
             "ppo.ppo_epochs": 1,
             "ppo.steps": 4,
             "generation.engine": engine,
+            "eval.enabled": False,  # no held-out prompts (data.eval_fraction 0)
         }
     )
 

@@ -36,6 +36,13 @@ def world(tmp_path_factory, tiny_llama, prompts_file, hate_classifier):
     (root / "nottext.jsonl").write_text('{"prompt": "a"}\n')
     (root / "fake.gguf").write_bytes(b"NOPE" + b"\0" * 64)
     (root / "empty.txt").write_text("\n\n")
+    (root / "latin1.txt").write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
+    (root / "latin1.jsonl").write_bytes('{"text": "ol\xe9"}\n'.encode("latin-1"))
+    (root / "later.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n{"prompt": "c"}\n')
+    (root / "long.txt").write_text("the movie was great " * 100 + "\nshort one\n" * 9)
+    (root / "brace.yaml").write_text(
+        yaml.safe_dump({"reward": [{"type": "vader"}], "data": {"template": "f() { {text} }"}})
+    )
     for name, fn in [
         ("strings", "string_reward"),
         ("count", "short_reward"),
@@ -77,6 +84,10 @@ def world(tmp_path_factory, tiny_llama, prompts_file, hate_classifier):
     shutil.copytree(run, broken)
     (broken / "checkpoints" / "step-2" / "optimizer.pt").unlink()
     shutil.rmtree(broken / "checkpoints" / "step-1")
+    damaged = root / "damaged"
+    shutil.copytree(run, damaged)
+    weights = damaged / "checkpoints" / "step-2" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
     unfinished = root / "unfinished"
     shutil.copytree(run, unfinished)
     shutil.rmtree(unfinished / "final")
@@ -88,7 +99,9 @@ def world(tmp_path_factory, tiny_llama, prompts_file, hate_classifier):
         "prompts": prompts_file,
         "run": run,
         "broken": broken,
+        "damaged": damaged,
         "unfinished": unfinished,
+        "merged": root / "merged",
     }
 
 
@@ -164,12 +177,65 @@ CASES = {
     "merge into non-empty dir": ("merge {run} {root}/merged", "not empty"),
     "unknown CLI option": ("train --no-such-flag", "No such option"),
 }
+# the second matrix (issue 11): legitimate text, files and machines that crashed or deleted
+SECOND = {
+    "prompt longer than context, truncate error": (
+        T + " --set data.source={root}/long.txt --set data.truncate=error",
+        "data.truncate=left",
+    ),
+    "latin-1 txt": (T + " --set data.source={root}/latin1.txt", "line 2 is not utf-8 text"),
+    "latin-1 jsonl": (T + " --set data.source={root}/latin1.jsonl", "set data.encoding"),
+    "latin-1 prompt file": ("generate {model} --prompt-file {root}/latin1.txt", "--encoding"),
+    "unknown encoding": (T + " --set data.encoding=klingon", "unknown encoding"),
+    "template with a literal brace": ("train {root}/brace.yaml", "literal brace"),
+    "template placeholder without name": (T + " --set data.template=x{{}}", "column name"),
+    "later row lacks the column": (T + " --set data.source={root}/later.jsonl", "row 3 of"),
+    "negative ppo seed": (T + " --set ppo.seed=-1", "ppo.seed"),
+    "negative data seed": (T + " --set data.seed=-1", "data.seed"),
+    "negative eval seed": (T + " --set eval.seed=-1", "eval.seed"),
+    "run.dir unknown placeholder": (
+        "train {root}/ok.yaml --set run.dir=runs/{{nope}}",
+        "unknown placeholder {nope}",
+    ),
+    "run.dir stray brace": ("train {root}/ok.yaml --set run.dir=runs/{{x", "literal brace"),
+    "run dir is a file": ("train {root}/ok.yaml --run-dir {root}/ok.yaml", "is a file"),
+    "run dir unwritable": (
+        "train {root}/ok.yaml --run-dir {root}/ok.yaml/run",
+        "not a writable folder",
+    ),
+    "evaluate zero prompts": ("evaluate {run} --prompts 0", "--prompts"),
+    "eval enabled without eval prompts": (
+        T + " --set eval.enabled=true --set data.eval_fraction=0",
+        "eval.enabled needs held-out prompts",
+    ),
+    "eval fraction rounds to no prompt": (
+        T + " --set eval.enabled=true --set data.eval_fraction=0.01",
+        "leaves no evaluation prompt",
+    ),
+    "evaluate prompt file without text": (
+        "evaluate {run} --prompt-file {root}/nottext.jsonl",
+        "column 'text' not in",
+    ),
+    "infinite learning rate": (T + " --set ppo.learning_rate=.inf", "ppo.learning_rate"),
+    "NaN reward weight": (T + " --set reward.0.weight=.nan", "reward.0.weight"),
+    "NaN reward scale": (T + " --set ppo.reward_scale=.nan", "ppo.reward_scale"),
+    "overwrite a folder rewardtune did not write": (
+        "train {root}/ok.yaml --run-dir {root}/merged --overwrite",
+        "not a rewardtune run",
+    ),
+    "empty run.dir": ('train {root}/ok.yaml --set run.dir=""', "run.dir: empty"),
+    "evaluate damaged checkpoint": (
+        "evaluate {damaged} --checkpoint step-2",
+        "damaged weights.safetensors",
+    ),
+}
+CASES |= SECOND
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_exits_2_with_one_clear_line(case, world, tiny_llama, prompts_file):
     template, expected = CASES[case]
-    before = {k: snapshot(world[k]) for k in ("run", "broken", "unfinished")}
+    before = {k: snapshot(world[k]) for k in ("run", "broken", "damaged", "unfinished", "merged")}
     new = world["root"] / ("new-" + case.replace(" ", "-"))
     args = template.format(**world, new=new).split()
     small = (
@@ -192,4 +258,6 @@ def test_bad_input_exits_2_with_one_clear_line(case, world, tiny_llama, prompts_
     assert lines and lines[-1].startswith("error: "), result.stderr[-3000:]
     assert expected in lines[-1], lines[-1]
     assert {k: snapshot(world[k]) for k in before} == before, "a failed command changed a run"
+    if case in SECOND:
+        assert not new.exists(), "a mistake found after the run directory was written"
     print(f"{case}: {lines[-1]}")

@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli, set_args, tiny_overrides
+from rewardtune.runs.rundir import RunDir
 
 REWARDS = Path(__file__).parent / "helpers" / "rewards.py"
 VOLATILE = ("time/", "throughput/")
@@ -203,3 +204,31 @@ def test_nan_in_loss_stops_with_the_quantity_and_step(tmp_path, recipe, tiny_lla
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert "step 0" in last and "NaN" in last and "Traceback" not in result.stderr
+
+
+def test_time_based_checkpoint_lets_a_kill_before_save_every_resume(tmp_path, args, straight_run):
+    """save_every=100 never saves by steps; save_every_minutes (here ~0 s) saves each step."""
+    run = tmp_path / "by-time"
+    env = {"RT_COUNTER": str(tmp_path / "calls"), "RT_KILL_AT": "4"}
+    by_time = set_args(["run.save_every=100", "run.save_every_minutes=0.00001"])
+    killed = run_cli(*args, *by_time, "--run-dir", str(run), env=env)
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name for p in RunDir(run).checkpoints()] == ["step-2", "step-3"]
+    resumed = run_cli("train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stderr and "from step-3" in resumed.stderr
+    assert_same_run(straight_run, run)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, args, straight_run):
+    run = tmp_path / "damaged"
+    env = {"RT_COUNTER": str(tmp_path / "calls"), "RT_KILL_AT": "4"}
+    assert run_cli(*args, "--run-dir", str(run), env=env).returncode == -signal.SIGKILL
+    weights = run / "checkpoints" / "step-3" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])  # a disk that filled up mid-write
+    resumed = run_cli("train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    warnings = [line for line in resumed.stderr.splitlines() if "has a damaged" in line]
+    assert len(warnings) == 1 and "step-3" in warnings[0] and "step-2" in warnings[0]
+    assert "from step-2" in resumed.stderr
+    assert_same_run(straight_run, run)

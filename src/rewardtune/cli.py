@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rewardtune.types import RewardtuneError
@@ -110,7 +111,8 @@ def train(
 ) -> None:
     """Train a policy with PPO, then evaluate it and write the report."""
     from rewardtune.config import load_config
-    from rewardtune.runs.rundir import RunDir, resolve_run_dir
+    from rewardtune.runs.checkpoint import usable_checkpoint
+    from rewardtune.runs.rundir import RunDir, check_new_run_dir, resolve_run_dir
     from rewardtune.training.trainer import Interrupted, PPOTrainer
 
     _quiet_libraries()
@@ -119,16 +121,12 @@ def train(
     if resume is not None:
         run = RunDir.open_existing(resume)
         cfg = load_config(str(run.config_file), set_)
-        checkpoint = run.checkpoint()
+        checkpoint = usable_checkpoint(run)
         path = run.path
     else:
         cfg = load_config(recipe, set_)
         path = run_dir or resolve_run_dir(cfg.run.dir, cfg.recipe)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise RewardtuneError(
-                f"run directory {path} already exists; add --resume {path} to continue it or "
-                "--overwrite to start over"
-            )
+        check_new_run_dir(path, overwrite)
     accelerator = _accelerator(cfg, path)
     trainer = PPOTrainer(cfg, accelerator=accelerator)
     if accelerator.is_main_process:
@@ -139,7 +137,7 @@ def train(
         trainer.load_checkpoint(checkpoint)
         if trainer.run is not None:
             trainer.run.truncate_logs(trainer.step_count)
-        _say(accelerator, f"resuming {path} from {checkpoint.name}")
+        _say(accelerator, f"resuming {escape(str(path))} from {checkpoint.name}")
     _print_header(trainer, path)
     started = time.time()
     try:
@@ -149,12 +147,15 @@ def train(
         _say(
             accelerator,
             f"interrupted: checkpoint saved at step {trainer.step_count}. Resume with:\n"
-            f"  rewardtune train --resume {path}{_processes_flag(accelerator)}",
+            f"  rewardtune train --resume {escape(str(path))}{_processes_flag(accelerator)}",
         )
         accelerator.end_training()
         raise typer.Exit(130) from None
     wall = time.time() - started
-    _say(accelerator, f"trained {cfg.ppo.steps} steps in {wall:.0f}s -> {path / 'final'}")
+    _say(
+        accelerator,
+        f"trained {cfg.ppo.steps} steps in {wall:.0f}s -> {escape(str(path / 'final'))}",
+    )
     if trainer.run is not None:
         _write_run_info(trainer, wall)
     if cfg.eval.enabled:
@@ -189,7 +190,7 @@ def _accelerator(cfg, path: Path):
     trackers = [t for t in cfg.run.trackers if t != "jsonl"]
     flat = {
         k: v
-        for k, v in _flatten(cfg.model_dump(mode="json")).items()
+        for k, v in _flatten(cfg.public_dump()).items()
         if isinstance(v, int | float | str | bool)
     }
     return make_accelerator(trackers, str(path), flat)
@@ -216,8 +217,9 @@ def _print_header(trainer, path: Path) -> None:
     lm_kind = "LoRA" if trainer.policy.module.has_adapter else "full"
     _say(
         trainer.accelerator,
-        f"[bold]rewardtune[/] {trainer.config.recipe}: model {trainer.config.model.name} "
-        f"({'seq2seq' if trainer.policy.seq2seq else 'causal'}), run dir {path}\n"
+        f"[bold]rewardtune[/] {escape(trainer.config.recipe)}: model "
+        f"{escape(trainer.config.model.name)} "
+        f"({'seq2seq' if trainer.policy.seq2seq else 'causal'}), run dir {escape(str(path))}\n"
         f"trainable {lm_kind} parameters: {p['trainable_lm']:,} | value head: {p['value_head']:,} | "
         f"all: {p['total']:,} ({100 * (p['trainable_lm'] + p['value_head']) / p['total']:.2f}% trainable)\n"
         f"prompts: {len(trainer.train_prompts)} train, {len(trainer.eval_prompts)} eval; "
@@ -269,7 +271,7 @@ def _evaluate_and_report(trainer, path: Path) -> None:
     if trainer.accelerator.is_main_process:
         print_summary(summary, console)
         html, md = write_report(path)
-        console.print(f"report: {html}  {md}")
+        console.print(f"report: {html}  {md}", markup=False, highlight=False)
 
 
 @app.command()
@@ -288,6 +290,8 @@ def evaluate(
     """Before/after evaluation of a run on held-out prompts, with bootstrap CIs."""
     from rewardtune.evaluation.evaluate import evaluate_run, print_summary
 
+    if prompts is not None and prompts < 1:
+        raise RewardtuneError(f"--prompts {prompts}: evaluate at least 1 prompt")
     _quiet_libraries()
     summary = evaluate_run(
         run_dir, n_prompts=prompts, checkpoint=checkpoint, prompt_file=prompt_file
@@ -304,7 +308,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
 
     RunDir.open_existing(run_dir)
     html, md = write_report(run_dir)
-    console.print(f"report: {html}  {md}")
+    console.print(f"report: {html}  {md}", markup=False, highlight=False)
 
 
 @app.command()
@@ -314,6 +318,7 @@ def generate(
     ],
     prompt: Annotated[str | None, typer.Option(help="One prompt.")] = None,
     prompt_file: Annotated[Path | None, typer.Option(help="Prompts, one per line.")] = None,
+    encoding: Annotated[str, typer.Option(help="Encoding of --prompt-file.")] = "utf-8",
     chat: Annotated[bool, typer.Option(help="Apply the tokenizer's chat template.")] = False,
     n: Annotated[int, typer.Option(help="Samples per prompt.")] = 1,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 48,
@@ -323,23 +328,18 @@ def generate(
     from rewardtune.inference import generate_stream, resolve_model_path
 
     _quiet_libraries()
-    prompts = _read_prompts(prompt, prompt_file)
+    prompts = _read_prompts(prompt, prompt_file, encoding)
     if n < 1 or max_new_tokens < 1:
         raise RewardtuneError("--n and --max-new-tokens must be at least 1")
     generate_stream(resolve_model_path(model), prompts, chat, n, max_new_tokens, seed, sys.stdout)
 
 
-def _read_prompts(prompt: str | None, prompt_file: Path | None) -> list[str]:
+def _read_prompts(prompt: str | None, prompt_file: Path | None, encoding: str) -> list[str]:
+    from rewardtune.data.prompts import read_prompt_file
+
     if (prompt is None) == (prompt_file is None):
         raise RewardtuneError("give exactly one of --prompt TEXT or --prompt-file FILE")
-    if prompt is not None:
-        return [prompt]
-    if not prompt_file.is_file():
-        raise RewardtuneError(f"--prompt-file {prompt_file} does not exist")
-    prompts = [line for line in prompt_file.read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise RewardtuneError(f"--prompt-file {prompt_file} has no prompts (one per line)")
-    return prompts
+    return [prompt] if prompt is not None else read_prompt_file(prompt_file, encoding)
 
 
 @app.command()
@@ -352,7 +352,7 @@ def merge(
 
     _quiet_libraries()
     merge_run(run_dir, out_dir)
-    console.print(f"merged model written to {out_dir}")
+    console.print(f"merged model written to {out_dir}", markup=False, highlight=False)
 
 
 def _print_error(text: str) -> None:

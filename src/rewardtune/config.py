@@ -11,15 +11,26 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rewardtune.text import (
+    checked_encoding,
+    checked_run_dir,
+    checked_template,
+    redact_url,
+    redact_value,
+)
 from rewardtune.types import RewardtuneError
 
 DEFAULT_RECIPE = "smollm2-detox"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `learning_rate: .inf` or `weight: .nan` is a mistake, not a value
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy seeds are unsigned 32-bit
 
 
 # --- model ---------------------------------------------------------------------------
@@ -55,6 +66,7 @@ class RewardBase(Section):
     weight: float = 1.0
     input: Literal["prompt+response", "response"] = "prompt+response"
     retries: int = Field(0, ge=0)
+    retry_backoff_s: float = Field(0.0, ge=0)  # waits backoff, 2*backoff, 4*backoff, ...
     name: str | None = None  # shown in stats; defaults to the type (and label)
 
 
@@ -78,6 +90,9 @@ class VaderReward(RewardBase):
 class PythonReward(RewardBase):
     type: Literal["python"]
     function: str  # "pkg.module:fn" or "path/to/file.py:fn"
+    # fn(responses), fn(prompts, responses) or fn(texts) (texts: what `input` names);
+    # null: from the function's required positional parameters (2: prompts_responses, 1: texts)
+    call: Literal["responses", "prompts_responses", "texts"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> PythonReward:
@@ -88,8 +103,11 @@ class PythonReward(RewardBase):
 
 class HttpReward(RewardBase):
     type: Literal["http"]
-    url: str
-    timeout_s: float = Field(30.0, gt=0)
+    url: str  # ${ENV} is filled in at call time; user-info and query values are never written
+    headers: dict[str, str] = Field(default_factory=dict)  # values may name ${ENV} variables
+    timeout_s: float = Field(30.0, gt=0)  # bounds each whole call, not each socket read
+    retries: int = Field(2, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0)  # waits backoff, 2*backoff, 4*backoff, ...
 
 
 RewardSpec = Annotated[
@@ -125,7 +143,7 @@ class DataConfig(Section):
     source: str = "detox"  # shipped prompt set, local file, or hub data set
     split: str = "train"
     column: str = "text"
-    template: str = "{text}"
+    template: Annotated[str, AfterValidator(checked_template)] = "{text}"
     chat: bool = False
     chat_template: str | None = None  # Jinja template for a tokenizer that ships none
     min_chars: int = Field(0, ge=0)
@@ -133,7 +151,9 @@ class DataConfig(Section):
     query_tokens: tuple[int, int] | None = None  # sample a query length in [min, max]
     limit: int | None = Field(None, gt=0)  # keep at most this many prompts (after filters)
     eval_fraction: float = Field(0.1, ge=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
+    encoding: Annotated[str, AfterValidator(checked_encoding)] = "utf-8"  # a BOM is skipped
+    truncate: Literal["left", "error"] = "left"  # prompts longer than the model's context
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -187,7 +207,7 @@ class PPOConfig(Section):
     skip_nonfinite_rewards: bool = False
     max_kl: float | None = Field(None, gt=0)  # stop when objective/kl exceeds this
     steps: int = Field(100, ge=0)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
@@ -203,7 +223,7 @@ class EvalConfig(Section):
     enabled: bool = True
     prompts: int = Field(100, gt=0)
     max_new_tokens: int = Field(48, gt=0)
-    seed: int = 0
+    seed: Seed = 0
     batch_size: int = Field(16, gt=0)
     toxicity: ToxicitySpec | None = None
     extra_scorers: list[RewardSpec] = Field(default_factory=list)
@@ -211,8 +231,9 @@ class EvalConfig(Section):
 
 
 class RunConfig(Section):
-    dir: str = "runs/{recipe}-{time}"
+    dir: Annotated[str, AfterValidator(checked_run_dir)] = "runs/{recipe}-{time}"
     save_every: int = Field(20, ge=0)  # 0 = only the final checkpoint
+    save_every_minutes: float = Field(10.0, ge=0)  # also save by time; 0 = by steps only
     keep_checkpoints: int = Field(2, gt=0)
     log_samples: int = Field(4, ge=0)
     trackers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
@@ -230,8 +251,27 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.eval.enabled and self.data.eval_fraction == 0:
+            raise ValueError(
+                "eval.enabled needs held-out prompts: set data.eval_fraction > 0 "
+                "(e.g. 0.1) or eval.enabled=false"
+            )
+        return self
+
+    def public_dump(self) -> dict[str, Any]:
+        """The config as plain data with secrets redacted: what config.yaml, reports, logs
+        and trackers get."""
+        data = self.model_dump(mode="json")
+        for spec in [*data["reward"], *data["eval"]["extra_scorers"]]:
+            if spec.get("type") == "http":
+                spec["url"] = redact_url(spec["url"])
+                spec["headers"] = {k: redact_value(v) for k, v in spec["headers"].items()}
+        return data
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.public_dump(), sort_keys=False)
 
 
 # --- loading -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from rewardtune.runs.checkpoint import load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, STATE
 from rewardtune.sampling import rollout
 from rewardtune.sampling.engines import HFEngine
+from rewardtune.text import printable
 from rewardtune.types import RewardtuneError
 
 
@@ -61,6 +62,18 @@ def load_target(target: Target, device: str | None = None) -> Policy:
     return policy
 
 
+def _streamer(tokenizer, out: TextIO):
+    """transformers' TextStreamer, writing sanitised text to ``out``."""
+    from transformers import TextStreamer
+
+    class SafeStreamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            out.write(printable(text) + ("\n" if stream_end else ""))
+            out.flush()
+
+    return SafeStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
 def generate_stream(
     target: Target,
     prompts: list[str],
@@ -71,23 +84,20 @@ def generate_stream(
     out: TextIO,
 ) -> list[str]:
     """Sample ``n`` responses per prompt (pure sampling: top_k 0, top_p 1), streaming tokens to
-    ``out`` as they come; returns the responses."""
-    from transformers import TextStreamer
-
+    ``out`` as they come (terminal-safe); returns the responses."""
     policy = load_target(target)
     tokenizer = policy.tokenizer
     if chat and not getattr(tokenizer, "chat_template", None):
         raise RewardtuneError("--chat: this model's tokenizer has no chat template")
     gen = GenerationConfig(max_new_tokens=max_new_tokens, engine="hf")
-    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    sampler = rollout.Sampler(HFEngine(streamer))
+    sampler = rollout.Sampler(HFEngine(_streamer(tokenizer, out)))
     eos_ids = policy.eos_token_ids(chat)
     torch.manual_seed(seed)
     responses = []
     for text in prompts:
         prompt = tokenize_prompt(text, tokenizer, chat, None)
         for _ in range(n):
-            out.write(f"\n>>> {text}\n")
+            out.write(f"\n>>> {printable(text)}\n")
             out.flush()
             sampled = rollout.generate(
                 policy.module.lm,

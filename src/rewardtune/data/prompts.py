@@ -4,13 +4,14 @@ templated, tokenised, and split into train / eval with a seed."""
 from __future__ import annotations
 
 import json
-import string
+import logging
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from rewardtune.config import DataConfig
+from rewardtune.text import template_fields
 from rewardtune.types import Prompt, RewardtuneError
 
 LOCAL_SUFFIXES = {
@@ -35,17 +36,20 @@ def read_rows(cfg: DataConfig) -> list[dict]:
     """The raw rows of ``data.source`` as dicts (a .txt file or a shipped set: column ``text``)."""
     shipped = shipped_prompt_sets()
     if cfg.source in shipped:
-        return _read_text(shipped[cfg.source])
+        return _read_text(shipped[cfg.source], "utf-8")
     path = Path(cfg.source).expanduser()
     if path.suffix in LOCAL_SUFFIXES:
         if not path.is_file():
             raise RewardtuneError(f"data.source: file {path} does not exist")
         if path.suffix == ".txt":
-            return _read_text(path)
+            return _read_text(path, cfg.encoding)
         if path.suffix == ".jsonl":
-            return _read_jsonl(path)
+            return _read_jsonl(path, cfg.encoding)
+        extra = {"encoding": _python_encoding(cfg.encoding)} if path.suffix == ".csv" else {}
+        if extra:
+            decode_text(path, cfg.encoding, "data.source")  # a clear error before pandas'
         return _load_with_datasets(
-            LOCAL_SUFFIXES[path.suffix], str(path), cfg.split, data_files=str(path)
+            LOCAL_SUFFIXES[path.suffix], str(path), cfg.split, data_files=str(path), **extra
         )
     if cfg.source.startswith((".", "/", "~")):
         raise RewardtuneError(
@@ -55,30 +59,61 @@ def read_rows(cfg: DataConfig) -> list[dict]:
     return _load_with_datasets(cfg.source, cfg.source, cfg.split)
 
 
-def _read_text(path: Path) -> list[dict]:
+def _python_encoding(encoding: str) -> str:
+    """UTF-8 files may start with a byte-order mark: skip it."""
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
+def decode_text(path: Path, encoding: str, where: str, flag: str = "data.encoding") -> str:
+    """A text file's contents; undecodable bytes name the file, the line and the flag."""
+    data = path.read_bytes()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return data.decode(_python_encoding(encoding))
     except UnicodeDecodeError as err:
-        raise RewardtuneError(f"data.source: {path} is not UTF-8 text") from err
+        line = data[: err.start].count(b"\n") + 1
+        raise RewardtuneError(
+            f"{where}: {path} line {line} is not {encoding} text; save it as UTF-8 or set "
+            f"{flag} (e.g. {flag}=latin-1)"
+        ) from err
+
+
+def read_prompt_file(path: Path, encoding: str) -> list[str]:
+    """``generate --prompt-file``: one prompt a line, blank lines skipped."""
+    if not path.is_file():
+        raise RewardtuneError(f"--prompt-file {path} does not exist")
+    try:
+        text = decode_text(path, encoding, "--prompt-file", "--encoding")
+    except LookupError:
+        raise RewardtuneError(
+            f"--encoding {encoding!r} is not an encoding (e.g. latin-1)"
+        ) from None
+    prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise RewardtuneError(f"--prompt-file {path} has no prompts (one per line)")
+    return prompts
+
+
+def _read_text(path: Path, encoding: str) -> list[dict]:
+    lines = decode_text(path, encoding, "data.source").splitlines()
     return [{"text": line} for line in lines if line.strip()]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, encoding: str) -> list[dict]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RewardtuneError(
-                    f"data.source: {path} line {number} is not valid JSON ({err.msg}); fix or "
-                    "remove that line"
-                ) from err
-            if not isinstance(row, dict):
-                raise RewardtuneError(f"data.source: {path} line {number} is not a JSON object")
-            rows.append(row)
+    text = decode_text(path, encoding, "data.source")
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RewardtuneError(
+                f"data.source: {path} line {number} is not valid JSON ({err.msg}); fix or "
+                "remove that line"
+            ) from err
+        if not isinstance(row, dict):
+            raise RewardtuneError(f"data.source: {path} line {number} is not a JSON object")
+        rows.append(row)
     return rows
 
 
@@ -94,24 +129,20 @@ def _load_with_datasets(builder: str, name: str, split: str, **kwargs) -> list[d
     return dataset.to_list()
 
 
-def template_fields(template: str) -> list[str]:
-    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
-
-
 def format_prompts(rows: list[dict], cfg: DataConfig) -> list[str]:
     """Length-filter on ``data.column`` and fill ``data.template`` ({text} = that column)."""
     if not rows:
         raise RewardtuneError(f"data.source: {cfg.source} has no rows")
-    columns = set(rows[0])
     needed = {cfg.column} | (set(template_fields(cfg.template)) - {"text"})
-    missing = sorted(needed - columns)
-    if missing:
-        raise RewardtuneError(
-            f"data: column {missing[0]!r} not in {cfg.source} (columns: {', '.join(sorted(columns))}); "
-            "set data.column or data.template"
-        )
     texts = []
-    for row in rows:
+    for number, row in enumerate(rows, 1):
+        missing = sorted(needed - set(row))
+        if missing:
+            where = f"row {number} of " if number > 1 else ""
+            raise RewardtuneError(
+                f"data: column {missing[0]!r} not in {where}{cfg.source} (columns: "
+                f"{', '.join(sorted(row))}); set data.column or data.template, or fix that row"
+            )
         value = row[cfg.column]
         if not isinstance(value, str):
             continue
@@ -144,10 +175,45 @@ def tokenize_prompt(text: str, tokenizer, chat: bool, query_len: int | None) -> 
     return Prompt(text=text, input_ids=torch.tensor(ids, dtype=torch.long))
 
 
+def fit_prompt(prompt: Prompt, tokenizer, chat: bool, budget: int | None) -> Prompt | None:
+    """The prompt cut from the left to at most ``budget`` tokens (its end, where the
+    response continues, is kept); None when it already fits."""
+    excess = len(prompt.input_ids) - budget if budget else 0
+    if excess <= 0:
+        return None
+    content = tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+    kept = tokenizer.decode(content[excess:], skip_special_tokens=True)
+    cut = tokenize_prompt(kept, tokenizer, chat, None)
+    return Prompt(text=kept, input_ids=cut.input_ids[-budget:])  # re-tokenising may differ
+
+
+def fit_prompts(prompts: list[Prompt], tokenizer, chat: bool, cfg: DataConfig, budget):
+    """Every prompt within ``budget`` tokens: cut from the left (saying how many), or a
+    RewardtuneError under ``data.truncate: error``."""
+    out, n_cut = [], 0
+    for prompt in prompts:
+        cut = fit_prompt(prompt, tokenizer, chat, budget)
+        if cut is not None and cfg.truncate == "error":
+            raise RewardtuneError(
+                f"data: a prompt of {cfg.source} has {len(prompt.input_ids)} tokens; the model "
+                f'takes {budget} beside the response ("{prompt.text[:40]}..."); shorten it, '
+                "set data.max_chars, or data.truncate=left to cut long prompts from the left"
+            )
+        n_cut += cut is not None
+        out.append(cut or prompt)
+    if n_cut:
+        logging.getLogger(__name__).warning(
+            f"data: cut {n_cut} of {len(prompts)} prompts from the left to {budget} tokens to fit "
+            "the model's context (data.truncate=error refuses them instead)"
+        )
+    return out
+
+
 def load_prompts(
-    cfg: DataConfig, tokenizer, chat: bool | None = None
+    cfg: DataConfig, tokenizer, chat: bool | None = None, max_tokens: int | None = None
 ) -> tuple[list[Prompt], list[Prompt]]:
-    """(train, eval) prompts: read, filter, template, shuffle with ``data.seed``, split, tokenise."""
+    """(train, eval) prompts: read, filter, template, shuffle with ``data.seed``, split,
+    tokenise, and fit into ``max_tokens`` (the model's context less the response)."""
     chat = cfg.chat if chat is None else chat
     if chat and cfg.chat_template:
         tokenizer.chat_template = cfg.chat_template
@@ -169,11 +235,18 @@ def load_prompts(
         tokenize_prompt(texts[i], tokenizer, chat, n and int(n))
         for i, n in zip(order, lengths, strict=True)
     ]
-    prompts = [p for p in prompts if len(p.input_ids) > 0]
+    prompts = fit_prompts(
+        [p for p in prompts if len(p.input_ids) > 0], tokenizer, chat, cfg, max_tokens
+    )
     n_eval = int(round(len(prompts) * cfg.eval_fraction))
     if len(prompts) - n_eval < 1:
         raise RewardtuneError(
             f"data: only {len(prompts)} prompts; lower data.eval_fraction or add prompts"
+        )
+    if cfg.eval_fraction > 0 and n_eval == 0:
+        raise RewardtuneError(
+            f"data: eval_fraction={cfg.eval_fraction} of {len(prompts)} prompts leaves no "
+            "evaluation prompt; raise data.eval_fraction (or set it to 0 with eval.enabled=false)"
         )
     return prompts[n_eval:], prompts[:n_eval]
 

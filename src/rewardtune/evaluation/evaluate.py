@@ -17,13 +17,20 @@ import torch
 
 from rewardtune.config import Config, load_config
 from rewardtune.core.tensors import sequence_sum
-from rewardtune.data.prompts import load_prompts, read_rows, tokenize_prompt
+from rewardtune.data.prompts import (
+    fit_prompts,
+    format_prompts,
+    load_prompts,
+    read_rows,
+    tokenize_prompt,
+)
 from rewardtune.distributed import full_parameters, gather_objects, process_state, strided_share
 from rewardtune.models import Policy, load_policy
-from rewardtune.rewards import build_reward, build_scorer, build_toxicity
-from rewardtune.runs.checkpoint import load_trained_weights
+from rewardtune.rewards import build_reward, build_scorer, build_toxicity, call_with_retries
+from rewardtune.runs.checkpoint import EVAL_FILES, checkpoint_problem, load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, RunDir, write_atomic
 from rewardtune.sampling import rollout as rollout_lib
+from rewardtune.text import printable
 from rewardtune.types import EvalRow, Prompt, RewardtuneError
 
 FLAG_THRESHOLD = 0.5  # a response is "flagged" when P(toxic) > 0.5
@@ -149,31 +156,43 @@ def text_scores(cfg: Config, prompts: list[str], responses: list[str]) -> dict[s
     if len(reward.terms) > 1:
         scores |= {f"reward/{name}": values for name, values in reward.last_terms.items()}
     if cfg.eval.toxicity is not None:
-        scores["toxicity"] = build_toxicity(cfg.eval.toxicity)(prompts, responses)
+        toxicity = build_toxicity(cfg.eval.toxicity)
+        scores["toxicity"] = call_with_retries(toxicity, prompts, responses, 0)
     for i, spec in enumerate(cfg.eval.extra_scorers):
         scorer = build_scorer(spec, f"eval.extra_scorers.{i}")
-        scores[f"extra/{scorer.name}"] = [float(s) for s in scorer(prompts, responses)]
+        scores[f"extra/{scorer.name}"] = call_with_retries(
+            scorer, prompts, responses, spec.retries, spec.retry_backoff_s
+        )
     return scores
 
 
 # --- the whole evaluation ------------------------------------------------------------
 
 
-def eval_prompts(cfg: Config, tokenizer, n: int, prompt_file: Path | None) -> list[Prompt]:
+def eval_prompts(cfg: Config, policy: Policy, n: int, prompt_file: Path | None) -> list[Prompt]:
+    tokenizer, budget = policy.tokenizer, policy.prompt_budget(cfg.eval.max_new_tokens)
     if prompt_file is None:
-        prompts = load_prompts(cfg.data, tokenizer)[1]
+        prompts = load_prompts(cfg.data, tokenizer, max_tokens=budget)[1]
         if not prompts:
             raise RewardtuneError(
                 "this run has no held-out prompts (data.eval_fraction is 0); pass --prompt-file"
             )
         return prompts[:n]
     data = cfg.data.model_copy(
-        update={"source": str(prompt_file), "template": "{text}", "column": "text"}
+        update={
+            "source": str(prompt_file),
+            "template": "{text}",
+            "column": "text",
+            "min_chars": 0,
+            "max_chars": None,
+        }
     )
     rows = read_rows(data)
     if not rows:
         raise RewardtuneError(f"--prompt-file {prompt_file} has no prompts")
-    return [tokenize_prompt(r["text"], tokenizer, cfg.data.chat, None) for r in rows[:n]]
+    texts = format_prompts(rows[:n], data)
+    prompts = [tokenize_prompt(text, tokenizer, cfg.data.chat, None) for text in texts]
+    return fit_prompts(prompts, tokenizer, cfg.data.chat, data, budget)
 
 
 def evaluate_run(
@@ -192,7 +211,7 @@ def evaluate_run(
     cfg = load_config(str(run.path / CONFIG))
     state = trainer.accelerator if trainer is not None else process_state()
     policy = trainer.policy if trainer is not None else _load_trained(cfg, run, checkpoint, state)
-    prompts = eval_prompts(cfg, policy.tokenizer, n_prompts or cfg.eval.prompts, prompt_file)
+    prompts = eval_prompts(cfg, policy, n_prompts or cfg.eval.prompts, prompt_file)
     n_batches = math.ceil(len(prompts) / cfg.eval.batch_size)
     batches = strided_share(n_batches, state.process_index, state.num_processes)
     whole = (
@@ -271,6 +290,9 @@ def _load_trained(cfg: Config, run: RunDir, checkpoint: str | None, state) -> Po
         raise RewardtuneError(
             f"{run.path} has no {FINAL}/ yet; train it first or pass --checkpoint step-N"
         )
+    problem = checkpoint_problem(folder, EVAL_FILES) if checkpoint else None
+    if problem:
+        raise RewardtuneError(f"checkpoint {folder} {problem}; evaluate another --checkpoint")
     policy = load_policy(cfg.model, state.device)
     load_trained_weights(policy, folder)
     return policy
@@ -356,7 +378,9 @@ def _toxicity_block(cfg: Config, before: dict, after: dict) -> dict | None:
 
 def print_summary(summary: dict, console) -> None:
     """A rich table of the metrics, then the top and bottom 5 samples by reward change."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(
         title=f"before vs after ({summary['n_prompts']} held-out prompts, 95% bootstrap CI)"
@@ -366,18 +390,18 @@ def print_summary(summary: dict, console) -> None:
     for m in summary["metrics"]:
         note = "includes 0" if m["ci_includes_zero"] else ""
         table.add_row(
-            m["label"],
+            Text(printable(m["label"])),
             _fmt(m["before"]),
             _fmt(m["after"]),
             f"{m['diff']:+.4f}",
-            f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]",
+            escape(f"[{m['ci'][0]:+.4f}, {m['ci'][1]:+.4f}]"),
             note,
         )
     console.print(table)
     tox = summary.get("toxicity")
     if tox:
         console.print(
-            f"toxicity ({tox['scorer']}): mean {tox['before']['mean']:.4f} -> {tox['after']['mean']:.4f} "
+            f"toxicity ({escape(tox['scorer'])}): mean {tox['before']['mean']:.4f} -> {tox['after']['mean']:.4f} "
             f"({_pct(tox['improvement_mean'])} improvement), std {tox['before']['std']:.4f} -> "
             f"{tox['after']['std']:.4f} ({_pct(tox['improvement_std'])}), flagged "
             f"{tox['before']['flagged_rate']:.1%} -> {tox['after']['flagged_rate']:.1%}"
@@ -395,6 +419,7 @@ def print_summary(summary: dict, console) -> None:
 
 def _print_extremes(rows: list[dict], console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     if not rows:
         return
@@ -412,7 +437,8 @@ def _print_extremes(rows: list[dict], console) -> None:
             table.add_column(column, overflow="fold")
         for r in chosen:
             delta = r["scores_after"]["reward/total"] - r["scores_before"]["reward/total"]
-            table.add_row(r["prompt"][-80:], r["before"][:160], r["after"][:160], f"{delta:+.3f}")
+            texts = (r["prompt"][-80:], r["before"][:160], r["after"][:160])
+            table.add_row(*(Text(printable(t)) for t in texts), f"{delta:+.3f}")
         console.print(table)
 
 

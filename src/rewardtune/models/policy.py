@@ -146,6 +146,22 @@ class Policy:
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
+    def prompt_budget(self, response_tokens: int) -> int | None:
+        """The most prompt tokens that leave room for ``response_tokens`` in the model's
+        context (an encoder-decoder's prompt has the encoder to itself); None: no known limit."""
+        config = self.module.lm.config
+        context = next(
+            (
+                getattr(config, name)
+                for name in ("max_position_embeddings", "n_positions", "n_ctx")
+                if isinstance(getattr(config, name, None), int)
+            ),
+            None,
+        )
+        if context is None:
+            return None
+        return context if self.seq2seq else max(context - response_tokens, 1)
+
     def reference(self):
         """Context manager yielding the reference LM: the adapter disabled, or the frozen copy."""
         if self.ref_lm is not None:

@@ -94,6 +94,18 @@ def _md(text: object) -> str:
     return " ".join(escaped.split())
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]()!<>|#~&{}])")
+
+
+def _md_text(text: object) -> str:
+    """User or model text as inert Markdown: every character that could start a link, an
+    image, HTML, emphasis or code is backslash-escaped, and URLs are broken as in the HTML
+    (GitHub links a bare ``https://`` or ``www.``)."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    escaped = escaped.replace("://", ":&#47;&#47;")
+    return re.sub(r"(?i)\bwww\.", lambda m: m.group(0)[:3] + "&#46;", escaped)
+
+
 def _is_number(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -198,6 +210,8 @@ class Cell:
         return f"<td{attrs}>{_esc(self.text)}{sub}</td>"
 
     def markdown(self) -> str:
+        if self.cls == "text":  # a prompt or a response: text nobody here wrote
+            return _md_text(self.text)
         return _md(f"{self.text} (`{self.sub}`)" if self.sub else self.text)
 
 

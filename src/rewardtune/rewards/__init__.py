@@ -7,7 +7,12 @@ from rewardtune.config import HttpReward as HttpSpec
 from rewardtune.config import ProfanityReward as ProfanitySpec
 from rewardtune.config import PythonReward as PythonSpec
 from rewardtune.config import VaderReward as VaderSpec
-from rewardtune.rewards.base import Reward, WeightedReward, check_scores
+from rewardtune.rewards.base import (
+    Reward,
+    WeightedReward,
+    call_with_retries,
+    check_scores,
+)
 from rewardtune.rewards.classifier import ClassifierScorer
 from rewardtune.rewards.http import HttpReward
 from rewardtune.rewards.lexicon import ProfanityReward, ProfanityToxicity, VaderReward
@@ -19,6 +24,7 @@ __all__ = [
     "build_reward",
     "build_scorer",
     "build_toxicity",
+    "call_with_retries",
     "check_scores",
 ]
 
@@ -32,9 +38,9 @@ def build_scorer(spec, where: str) -> Reward:
     elif isinstance(spec, VaderSpec):
         scorer = VaderReward(spec.input)
     elif isinstance(spec, PythonSpec):
-        scorer = PythonReward(spec.function, spec.input, where)
+        scorer = PythonReward(spec.function, spec.input, where, spec.call)
     elif isinstance(spec, HttpSpec):
-        scorer = HttpReward(spec.url, spec.timeout_s)
+        scorer = HttpReward(spec.url, spec.timeout_s, headers=spec.headers, where=where)
     else:  # pragma: no cover - config validation rules this out
         raise TypeError(f"unknown reward spec {spec!r}")
     if spec.name:
@@ -49,7 +55,9 @@ def build_reward(specs: list) -> WeightedReward:
     for i, (reward, _) in enumerate(terms):  # keep per-term stat names distinct
         if names.count(reward.name) > 1:
             reward.name = f"{reward.name}#{i}"
-    return WeightedReward(terms, [spec.retries for spec in specs])
+    return WeightedReward(
+        terms, [spec.retries for spec in specs], [spec.retry_backoff_s for spec in specs]
+    )
 
 
 def build_toxicity(spec) -> Reward:

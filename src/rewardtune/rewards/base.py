@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numbers
+import time
 from typing import Protocol, runtime_checkable
 
 from rewardtune.types import RewardtuneError
+
+_sleep = time.sleep  # the backoff's wait; tests replace it
 
 
 @runtime_checkable
@@ -49,34 +52,50 @@ def join(prompts: list[str], responses: list[str], mode: str) -> list[str]:
 class WeightedReward:
     """The total reward: sum of weight_i * reward_i; keeps each term for the stats."""
 
-    def __init__(self, terms: list[tuple[Reward, float]], retries: list[int] | None = None):
+    def __init__(
+        self,
+        terms: list[tuple[Reward, float]],
+        retries: list[int] | None = None,
+        backoffs: list[float] | None = None,
+    ):
         self.terms = terms
         self.retries = retries or [0] * len(terms)
+        self.backoffs = backoffs or [0.0] * len(terms)
         self.name = "+".join(r.name for r, _ in terms)
         self.last_terms: dict[str, list[float]] = {}
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         total = [0.0] * len(responses)
         self.last_terms = {}
-        for (reward, weight), retries in zip(self.terms, self.retries, strict=True):
-            scores = call_with_retries(reward, prompts, responses, retries)
+        for (reward, weight), retries, backoff in zip(
+            self.terms, self.retries, self.backoffs, strict=True
+        ):
+            scores = call_with_retries(reward, prompts, responses, retries, backoff)
             self.last_terms[reward.name] = scores
             total = [t + weight * s for t, s in zip(total, scores, strict=True)]
         return total
 
 
 def call_with_retries(
-    reward: Reward, prompts: list[str], responses: list[str], retries: int
+    reward: Reward,
+    prompts: list[str],
+    responses: list[str],
+    retries: int,
+    backoff_s: float = 0.0,
 ) -> list[float]:
-    """Call a reward, retrying ``retries`` times when it raises; validate what it returns."""
+    """Call a reward, retrying ``retries`` times when it raises (waiting ``backoff_s``, then
+    twice that, ...); validate what it returns. ``sys.exit`` inside a reward is a failure of
+    the reward, not the end of training."""
     for attempt in range(retries + 1):
         try:
             scores = reward(prompts, responses)
             break
         except RewardtuneError:
             raise
-        except Exception as err:  # a user's reward can raise anything
-            if attempt == retries:
+        except (Exception, SystemExit) as err:  # a user's reward can raise anything
+            if attempt < retries:
+                _sleep(backoff_s * 2**attempt)
+            else:
                 tries = f" after {retries + 1} tries" if retries else ""
                 raise RewardtuneError(
                     f"reward {reward.name!r} failed{tries}: {type(err).__name__}: "

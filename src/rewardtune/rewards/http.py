@@ -1,20 +1,75 @@
-"""A reward served over HTTP: POST {"prompts": [...], "responses": [...]} -> {"scores": [...]}."""
+"""A reward served over HTTP: POST {"prompts": [...], "responses": [...]} -> {"scores": [...]}.
+
+Secrets stay out of files: the URL and header values may name environment variables
+(``Bearer ${RM_TOKEN}``), filled in at each call and never stored on the object.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
+
+from rewardtune.text import REDACTED, fill_env
+from rewardtune.types import RewardtuneError
 
 
 class HttpReward:
-    def __init__(self, url: str, timeout_s: float = 30.0, name: str = "http"):
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 30.0,
+        name: str = "http",
+        headers: dict[str, str] | None = None,
+        where: str = "reward",
+    ):
         self.url, self.timeout_s, self.name = url, timeout_s, name
+        self.headers = dict(headers or {})
+        self.where = where
+        if REDACTED in url or REDACTED in self.headers.values():
+            raise RewardtuneError(
+                f"{where}: the url or headers hold {REDACTED} (secrets are never written to "
+                "config.yaml); pass the secret through an environment variable, e.g. "
+                "headers: {Authorization: 'Bearer ${RM_TOKEN}'}, or --set the url again"
+            )
+        self._request()  # an unset ${VARIABLE} is a mistake found before anything runs
+
+    def _request(self, body: bytes = b"") -> urllib.request.Request:
+        headers = {k: fill_env(v, f"{self.where}.headers.{k}") for k, v in self.headers.items()}
+        return urllib.request.Request(
+            fill_env(self.url, f"{self.where}.url"),
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+            method="POST",
+        )
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         body = json.dumps({"prompts": prompts, "responses": responses}).encode()
-        request = urllib.request.Request(
-            self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            payload = json.loads(response.read())
+        payload = call_within(self.timeout_s, lambda: self._post(self._request(body)))
         return payload["scores"] if isinstance(payload, dict) else payload
+
+    def _post(self, request: urllib.request.Request):
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            return json.loads(response.read())
+
+
+def call_within(timeout_s: float, fn):
+    """``fn()``, or TimeoutError when the whole call takes longer than ``timeout_s`` (urllib's
+    own timeout bounds each socket read, so a server that trickles bytes never trips it).
+    The abandoned call runs on in a daemon thread until its socket times out."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as err:  # handed to the caller's thread
+            result["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(f"no complete answer within timeout_s={timeout_s}")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import sys
 from pathlib import Path
 
+from rewardtune.rewards.base import join
 from rewardtune.types import RewardtuneError
 
 
@@ -14,17 +16,7 @@ def import_function(target: str, where: str):
     """Import exactly the named module or file and return its attribute ``fn``."""
     module_name, _, attr = target.rpartition(":")
     if module_name.endswith(".py"):
-        path = Path(module_name).expanduser()
-        if not path.is_file():
-            raise RewardtuneError(f"{where}: file {path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"rewardtune_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:
-            raise RewardtuneError(
-                f"{where}: importing {path} failed: {type(err).__name__}: {err}"
-            ) from err
+        module = _import_file(Path(module_name).expanduser(), where)
     else:
         try:
             module = importlib.import_module(module_name)
@@ -39,18 +31,62 @@ def import_function(target: str, where: str):
     return fn
 
 
-class PythonReward:
-    """Calls ``fn(prompts, responses) -> list[float]`` (or ``fn(responses)``)."""
+def _import_file(path: Path, where: str):
+    """A reward file as a module registered in ``sys.modules`` (dataclasses and pickle look
+    their module up there)."""
+    if not path.is_file():
+        raise RewardtuneError(f"{where}: file {path} does not exist")
+    name = f"rewardtune_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as err:
+        del sys.modules[name]
+        raise RewardtuneError(
+            f"{where}: importing {path} failed: {type(err).__name__}: {err}"
+        ) from err
+    return module
 
-    def __init__(self, function: str, input: str = "prompt+response", where: str = "reward"):
+
+def default_call(fn, where: str) -> str:
+    """How to call ``fn`` when ``call`` is not set: by its required positional parameters
+    (those without a default): two -> fn(prompts, responses), one -> fn(texts)."""
+    required = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(required) == 2:
+        return "prompts_responses"
+    if len(required) == 1:
+        return "texts"
+    raise RewardtuneError(
+        f"{where}: cannot tell how to call {getattr(fn, '__name__', fn)} ({len(required)} "
+        "required positional parameters); set call: responses | prompts_responses | texts"
+    )
+
+
+class PythonReward:
+    """Calls ``fn(prompts, responses)``, ``fn(responses)`` or ``fn(texts)`` (``call``), where
+    texts are what ``input`` names; each returns one float per response."""
+
+    def __init__(
+        self,
+        function: str,
+        input: str = "prompt+response",
+        where: str = "reward",
+        call: str | None = None,
+    ):
         self.fn = import_function(function, where)
         self.name = function.rpartition(":")[2]
         self.input = input
-        self.takes_prompts = len(inspect.signature(self.fn).parameters) >= 2
+        self.call = call or default_call(self.fn, where)
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        if self.takes_prompts:
+        if self.call == "prompts_responses":
             return self.fn(prompts, responses)
-        if self.input == "prompt+response":
-            return self.fn([p + r for p, r in zip(prompts, responses, strict=True)])
-        return self.fn(responses)
+        if self.call == "responses":
+            return self.fn(list(responses))
+        return self.fn(join(prompts, responses, self.input))

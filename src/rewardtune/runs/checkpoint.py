@@ -16,13 +16,17 @@ atomicity (temp folder + rename) is ``RunDir``'s.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rewardtune.models.hub import save_hf_folder
@@ -34,7 +38,7 @@ from rewardtune.models.weights import (
     untie,
     value_head_state,
 )
-from rewardtune.runs.rundir import STATE, read_state
+from rewardtune.runs.rundir import STATE, RunDir, read_state
 from rewardtune.types import RewardtuneError
 
 WEIGHTS = "weights.safetensors"
@@ -74,8 +78,10 @@ def write_checkpoint(
     weights = {
         k: v.detach().contiguous().cpu() for k, v in trainable_state_dict(policy, lm_state).items()
     }
+    head = value_head_state(policy, head_state)
+    check_finite_weights(weights | head, f"step {trainer_state.step}")
     save_file(untie(weights), str(folder / WEIGHTS))
-    save_file(value_head_state(policy, head_state), str(folder / VALUE_HEAD))
+    save_file(head, str(folder / VALUE_HEAD))
     torch.save(optimizer_state, folder / optimizer_file(0))
     if shards is not None:
         for shard in shards.glob("optimizer-rank*.pt"):
@@ -83,6 +89,62 @@ def write_checkpoint(
         shutil.rmtree(shards, ignore_errors=True)
     torch.save(rng_state(), folder / RNG)
     (folder / STATE).write_text(json.dumps(trainer_state.__dict__, indent=2))
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], when: str) -> None:
+    """A NaN/Inf weight never reaches a checkpoint: the save stops, the last good one stays."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RewardtuneError(
+                f"{when}: weight {name} became NaN/Inf, so it was not saved; the last good "
+                "checkpoint is kept; lower ppo.learning_rate or check the reward's scale"
+            )
+
+
+RESUME_FILES = (WEIGHTS, VALUE_HEAD, optimizer_file(0), RNG, STATE)
+EVAL_FILES = (WEIGHTS, VALUE_HEAD, STATE)
+
+
+def checkpoint_problem(folder: Path, files: tuple[str, ...] = RESUME_FILES) -> str | None:
+    """What is wrong with a checkpoint's files (missing, truncated), or None; reads headers
+    only, so a check costs milliseconds whatever the model's size."""
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            return f"is missing {name}"
+        try:
+            if name.endswith(".safetensors"):
+                with safe_open(str(path), "pt") as f:
+                    f.keys()
+            elif name.endswith(".pt"):
+                zipfile.ZipFile(path).close()  # torch.save writes a zip; a cut one has no index
+            else:
+                read_state(folder)
+        except Exception as err:  # safetensors, zipfile and json each raise their own
+            return f"has a damaged {name} ({str(err).splitlines()[0][:120]})"
+    return None
+
+
+def usable_checkpoint(run: RunDir) -> Path:
+    """The newest complete checkpoint whose files are whole; an older one, with a warning,
+    when the newest is damaged; a RewardtuneError naming the file when none is left."""
+    complete = run.checkpoints()
+    if not complete:
+        return run.checkpoint()  # raises: nothing to resume from
+    problems = []
+    for folder in reversed(complete):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            if problems and os.environ.get("RANK", "0") == "0":  # one warning, not one a rank
+                logging.getLogger(__name__).warning(
+                    f"checkpoint {problems[0]}; resuming from the previous one, {folder.name}"
+                )
+            return folder
+        problems.append(f"{folder} {problem}")
+    raise RewardtuneError(
+        f"checkpoint {problems[0]}, and no older complete checkpoint is left; delete it, or "
+        "start over with --overwrite"
+    )
 
 
 def read_checkpoint(folder: Path, policy: Policy, optimizer, rank: int, world: int) -> TrainerState:
@@ -124,8 +186,11 @@ def write_final(folder: Path, policy: Policy, state: dict[str, torch.Tensor] | N
     ``state`` is the whole policy's state dict when it was gathered from shards."""
     folder.mkdir(parents=True, exist_ok=True)
     lm_state, head_state = split_policy_state(state) if state is not None else (None, None)
+    head = value_head_state(policy, head_state)
+    trained = trainable_state_dict(policy, lm_state)
+    check_finite_weights(trained | head, "final")
     save_hf_folder(policy.module.lm, policy.tokenizer, folder, lm_state)
-    save_file(value_head_state(policy, head_state), str(folder / VALUE_HEAD))
+    save_file(head, str(folder / VALUE_HEAD))
     info = {
         "base": policy.config.name,
         "source": policy.source.path,

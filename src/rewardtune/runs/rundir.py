@@ -34,6 +34,46 @@ def resolve_run_dir(template: str, recipe: str) -> Path:
     return Path(name)
 
 
+def is_run_dir(path: Path) -> bool:
+    """A folder rewardtune wrote: its config.yaml is a mapping of the config's sections."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((path / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and {"model", "reward", "ppo", "run"} <= set(data)
+
+
+def check_new_run_dir(path: Path, overwrite: bool) -> None:
+    """Refuse, before anything is written, a run directory that cannot be created, or one
+    that --overwrite would delete though rewardtune did not write it."""
+    if path.exists() and not path.is_dir():
+        raise RewardtuneError(f"run directory {path} is a file; choose a folder name")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise RewardtuneError(
+                f"run directory {path} already exists; add --resume {path} to continue it or "
+                "--overwrite to start over"
+            )
+        if not is_run_dir(path):
+            raise RewardtuneError(
+                f"run directory {path} is not empty and is not a rewardtune run (no {CONFIG} "
+                "written by rewardtune); --overwrite only replaces runs: choose another folder"
+            )
+        here = Path.cwd().resolve()
+        if path.resolve() == here or path.resolve() in here.parents:
+            raise RewardtuneError(
+                f"--overwrite would delete {path}, which holds the current directory; "
+                "run from elsewhere or choose another folder"
+            )
+    parent = next((p for p in [path, *path.absolute().parents] if p.exists()), Path("/"))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise RewardtuneError(
+            f"cannot create run directory {path}: {parent} is not a writable folder"
+        )
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -70,6 +110,7 @@ def write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)  # the rename itself survives a power loss
 
 
 class RunDir:
@@ -82,12 +123,8 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path, config_yaml: str, overwrite: bool = False) -> RunDir:
+        check_new_run_dir(path, overwrite)
         if path.exists() and any(path.iterdir()):
-            if not overwrite:
-                raise RewardtuneError(
-                    f"run directory {path} already exists; add --resume to continue it or "
-                    "--overwrite to start over"
-                )
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
@@ -169,7 +206,7 @@ class RunDir:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        write(tmp)
+        write(tmp)  # a write that fails leaves tmp aside; the next save removes it
         fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
@@ -187,14 +224,16 @@ class RunDir:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        write(tmp)
+        write(tmp)  # a write that fails leaves tmp aside; the next save removes it
         fsync_tree(tmp)
         old = self.path / f".{FINAL}.old"
+        if old.exists():  # left by a crash between the two renames below
+            shutil.rmtree(old)
         if self.final_dir.exists():
             os.rename(self.final_dir, old)
         os.rename(tmp, self.final_dir)
-        shutil.rmtree(old, ignore_errors=True)
         fsync_dir(self.path)
+        shutil.rmtree(old, ignore_errors=True)
         return self.final_dir
 
 

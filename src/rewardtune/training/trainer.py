@@ -77,7 +77,11 @@ class PPOTrainer:
         self.reward = reward if reward is not None else build_reward(config.reward)
         self.run = run_dir if self.is_main else None
         self.run_path = run_dir.path if run_dir is not None else None  # every rank knows it
-        self.train_prompts, self.eval_prompts = load_prompts(config.data, self.tokenizer)
+        self.train_prompts, self.eval_prompts = load_prompts(
+            config.data,
+            self.tokenizer,
+            max_tokens=self.policy.prompt_budget(config.generation.longest),
+        )
         params = [p for p in self.policy.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.ppo.learning_rate, weight_decay=0.0)
         distributed.prepare_engine(self.accelerator, self.ppo.mini_batch_size // self.world)
@@ -88,6 +92,7 @@ class PPOTrainer:
         self.pad_id = self.tokenizer.pad_token_id
         self._timings: dict[str, float] = {}
         self._stop_requested = False
+        self._last_save, self._saved_step = time.monotonic(), None  # run.save_every_minutes
         self._sampled: tuple | None = None  # the last generate(): its logprobs and values
         self.sampler = rollout_lib.Sampler()  # engine state (CUDA graphs) lives across steps
         self.parameters = count_parameters(self.policy)
@@ -281,17 +286,24 @@ class PPOTrainer:
                 history.append(stats)
                 if progress is not None:
                     progress(self.step_count, stats)
-                save_every = self.config.run.save_every
                 if self._any_rank(self._stop_requested):
                     self.save_checkpoint()
                     raise Interrupted(self.step_count)
-                if save_every and self.step_count % save_every == 0:
+                if self._save_due():
                     self.save_checkpoint()
-        save_every = self.config.run.save_every
-        if not save_every or self.step_count % save_every or self.step_count == 0:
+        if self._saved_step != self.step_count:
             self.save_checkpoint()  # the end of the run, unless the loop just saved it
         self.save_final()
         return history
+
+    def _save_due(self) -> bool:
+        """Every ``run.save_every`` steps, or once ``run.save_every_minutes`` have passed since
+        the last save, whichever comes first; every rank takes the same decision."""
+        run = self.config.run
+        by_steps = bool(run.save_every) and self.step_count % run.save_every == 0
+        elapsed = time.monotonic() - self._last_save
+        by_time = bool(run.save_every_minutes) and elapsed >= run.save_every_minutes * 60
+        return self._any_rank(by_steps or by_time)
 
     def _seed_step(self, step: int) -> None:
         """Every step draws from RNGs seeded by (seed, step, rank): resume is exact."""
@@ -493,6 +505,7 @@ class PPOTrainer:
         # every rank waits here: a rank that ran ahead would pair its next collective
         # (DDP's buffer broadcast) with this barrier and hang both
         self.accelerator.wait_for_everyone()
+        self._last_save, self._saved_step = time.monotonic(), self.step_count
         return path
 
     def _stage_optimizer_shards(self) -> Path | None:
