@@ -184,6 +184,11 @@ class GenerationConfig(Section):
             raise ValueError("min_new_tokens must be <= max_new_tokens")
         return self
 
+    @property
+    def longest(self) -> int:
+        """The most tokens any response can have."""
+        return self.response_tokens[1] if self.response_tokens else self.max_new_tokens
+
 
 class PPOConfig(Section):
     learning_rate: float = Field(1.41e-5, gt=0)
