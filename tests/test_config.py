@@ -176,3 +176,11 @@ def test_to_yaml_round_trips_through_load_config(name, tmp_path: Path):
     again = load_config(str(path))
     assert again.model_dump() == config.model_dump()
     assert again.recipe == name  # the dumped recipe name wins over the file's stem
+
+
+@pytest.mark.parametrize("section", ["model", "data", "generation", "ppo", "eval", "run"])
+def test_every_key_is_documented_in_docs_config_md(section):
+    doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    fields = type(getattr(Config(reward=[{"type": "vader"}]), section)).model_fields
+    missing = [key for key in fields if f"`{key}`" not in doc]
+    assert not missing, f"{section}: {missing} missing from docs/config.md"

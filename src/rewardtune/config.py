@@ -226,6 +226,7 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(48, gt=0)
     seed: int = 0
     batch_size: int = Field(16, gt=0)
+    samples_per_prompt: int = Field(1, gt=0)  # responses per prompt and side; CIs resample prompts
     toxicity: ToxicitySpec | None = None
     extra_scorers: list[RewardSpec] = Field(default_factory=list)
     bootstrap: int = Field(1000, ge=100)
