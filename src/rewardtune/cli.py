@@ -57,7 +57,9 @@ def _launch_processes(processes: int, recipe, set_, resume) -> None:
 
     source = str(RunDir.open_existing(resume).config_file) if resume is not None else recipe
     cfg = load_config(source, set_)
-    check_divisible(cfg.ppo.batch_size, cfg.ppo.mini_batch_size, processes)
+    check_divisible(
+        cfg.ppo.batch_size, cfg.ppo.mini_batch_size, processes, cfg.ppo.samples_per_prompt
+    )
     raise typer.Exit(launch(processes, strip_option(cli_argv(), "--processes")))
 
 
