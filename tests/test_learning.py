@@ -19,7 +19,10 @@ def token_set_fraction(ids) -> float:
     return float(((ids >= LOW) & (ids < HIGH)).float().mean())
 
 
-# (ppo.advantage, extra --set overrides): each must clear the margin GAE clears
+# name -> extra --set overrides (ppo.advantage is the name unless set here); every estimator
+# must clear the margin GAE clears (measured, reward first 5 -> last 5 steps: gae 0.12 -> 0.92,
+# grpo 0.12 -> 0.79, rloo 0.11 -> 0.98, Dr. GRPO with k3 in the loss 0.11 -> 0.54,
+# reinforce_pp 0.12 -> 0.92; ~16 s each on 2 CPU cores)
 ESTIMATORS = {
     "gae": {},
     "rloo": {"ppo.samples_per_prompt": 4},
@@ -32,7 +35,6 @@ ESTIMATORS = {
     },
     "reinforce_pp": {},
 }
-SLOW = pytest.mark.slow  # ~30-40 s each on a shared 2-core CPU; GAE and GRPO stay in the fast set
 
 
 def make_learning_config(tmp_path, tiny_llama, prompts_file, estimator: str = "gae"):
@@ -87,16 +89,7 @@ def assert_learned(rewards: list[float], kls: list[float]) -> None:
     assert all(math.isfinite(k) for k in kls) and kls[-1] > 0.0
 
 
-@pytest.mark.parametrize(
-    "estimator",
-    [
-        "gae",
-        "grpo",
-        pytest.param("rloo", marks=SLOW),
-        pytest.param("dr_grpo_kl_in_loss", marks=SLOW),
-        pytest.param("reinforce_pp", marks=SLOW),
-    ],
-)
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
 def test_classic_step_loop_raises_reward_of_tiny_llama(
     estimator, tmp_path, tiny_llama, prompts_file
 ):
