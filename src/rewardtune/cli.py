@@ -223,7 +223,8 @@ def _print_header(trainer, path: Path) -> None:
         f"trainable {lm_kind} parameters: {p['trainable_lm']:,} | value head: {p['value_head']:,} | "
         f"all: {p['total']:,} ({100 * (p['trainable_lm'] + p['value_head']) / p['total']:.2f}% trainable)\n"
         f"prompts: {len(trainer.train_prompts)} train, {len(trainer.eval_prompts)} eval; "
-        f"{trainer.config.ppo.steps} steps of {trainer.config.ppo.batch_size}",
+        f"{trainer.config.ppo.steps} steps of {trainer.config.ppo.batch_size}; advantage "
+        f"{trainer.config.ppo.advantage}, {trainer.config.ppo.samples_per_prompt} per prompt",
     )
 
 
