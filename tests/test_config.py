@@ -81,6 +81,43 @@ def test_mini_batch_size_must_divide_batch_size():
     assert "ppo" in message
 
 
+def test_samples_per_prompt_must_divide_batch_size():
+    message = error_message(DEFAULT_RECIPE, ["ppo.batch_size=16", "ppo.samples_per_prompt=3"])
+    assert "ppo" in message and "samples_per_prompt (3)" in message
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "grpo"])
+def test_group_estimators_need_two_samples_per_prompt(estimator):
+    message = error_message(DEFAULT_RECIPE, [f"ppo.advantage={estimator}"])
+    assert f"advantage {estimator}" in message and "samples_per_prompt to 2" in message
+
+
+def test_grpo_scale_is_refused_for_another_estimator():
+    message = error_message(DEFAULT_RECIPE, ["ppo.grpo_scale=false"])
+    assert "grpo_scale applies only to advantage: grpo" in message
+
+
+def test_estimator_keys_are_typed_and_default_to_classic_gae():
+    default = load_config(DEFAULT_RECIPE).ppo
+    assert (default.advantage, default.samples_per_prompt, default.kl_in) == ("gae", 1, "reward")
+    config = load_config(
+        DEFAULT_RECIPE,
+        [
+            "ppo.advantage=grpo",
+            "ppo.samples_per_prompt=4",
+            "ppo.grpo_scale=false",
+            "ppo.kl_in=loss",
+        ],
+    ).ppo
+    assert (config.advantage, config.samples_per_prompt, config.grpo_scale, config.kl_in) == (
+        "grpo",
+        4,
+        False,
+        "loss",
+    )
+    assert "ppo.advantage" in error_message(DEFAULT_RECIPE, ["ppo.advantage=ppo2"])
+
+
 def test_zero_max_new_tokens_is_rejected():
     message = error_message(DEFAULT_RECIPE, ["generation.max_new_tokens=0"])
     assert "generation.max_new_tokens" in message
@@ -139,3 +176,11 @@ def test_to_yaml_round_trips_through_load_config(name, tmp_path: Path):
     again = load_config(str(path))
     assert again.model_dump() == config.model_dump()
     assert again.recipe == name  # the dumped recipe name wins over the file's stem
+
+
+@pytest.mark.parametrize("section", ["model", "data", "generation", "ppo", "eval", "run"])
+def test_every_key_is_documented_in_docs_config_md(section):
+    doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    fields = type(getattr(Config(reward=[{"type": "vader"}]), section)).model_fields
+    missing = [key for key in fields if f"`{key}`" not in doc]
+    assert not missing, f"{section}: {missing} missing from docs/config.md"

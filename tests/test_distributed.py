@@ -290,6 +290,34 @@ def test_check_divisible_names_both_keys_and_the_process_count():
         check_divisible(6, 3, 2)
 
 
+def test_check_divisible_wants_whole_groups_in_each_process_share():
+    check_divisible(8, 4, 2, group=4)  # 4 responses each: one group of 4
+    with pytest.raises(RewardtuneError, match=r"takes 4 of ppo.batch_size \(8\).*multiple of 6"):
+        check_divisible(8, 4, 2, group=3)
+
+
+def test_two_processes_train_grpo_groups_without_a_value_head(tmp_path, recipe, overrides):
+    extra = ["ppo.advantage=grpo", "ppo.samples_per_prompt=2", "ppo.steps=2"]
+    result = accelerate_launch(
+        str(HELPERS / "dump_params.py"),
+        str(tmp_path),
+        "train",
+        str(recipe),
+        *set_args([*overrides, *extra]),
+        "--run-dir",
+        "run",
+        cwd=tmp_path,
+        env={"RT_SCORES_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rank0 = load_file(tmp_path / "params-rank0.safetensors")
+    rank1 = load_file(tmp_path / "params-rank1.safetensors")
+    for key in rank0:
+        assert (rank0[key] == rank1[key]).all(), f"{key} differs between ranks"
+    assert not (tmp_path / "run" / "final" / "value_head.safetensors").exists()
+    assert "ppo/loss/value" not in metrics(tmp_path / "run")[-1]
+
+
 def test_strip_option_removes_the_option_and_its_value_in_both_spellings():
     argv = ["train", "r.yaml", "--processes", "2", "--set", "a=1", "--processes=4"]
     assert strip_option(argv, "--processes") == ["train", "r.yaml", "--set", "a=1"]

@@ -56,9 +56,7 @@ def queries(policy) -> list[torch.Tensor]:
     return [torch.tensor(policy.tokenizer(t)["input_ids"]) for t in TEXTS]
 
 
-def sample(
-    policy, engine: str, seed: int = 0, eos=(1,), lengths=LENGTHS, sampler=None, **settings
-):
+def sample(policy, engine: str, seed: int = 0, eos=(1,), lengths=LENGTHS, sampler=None, **settings):
     torch.manual_seed(seed)
     return rollout.generate(
         policy.module.lm,

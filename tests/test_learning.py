@@ -1,4 +1,5 @@
-"""PPO learns: a tiny random Llama earns more of a reward it can learn in seconds."""
+"""PPO learns: a tiny random Llama earns more of a reward it can learn in seconds, with every
+advantage estimator (GAE with a value head, and the critic-free RLOO, GRPO, REINFORCE++)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,25 @@ def token_set_fraction(ids) -> float:
     return float(((ids >= LOW) & (ids < HIGH)).float().mean())
 
 
-@pytest.fixture
-def learning_config(tmp_path, tiny_llama, prompts_file):
+# name -> extra --set overrides (ppo.advantage is the name unless set here); every estimator
+# must clear the margin GAE clears (measured, reward first 5 -> last 5 steps: gae 0.12 -> 0.92,
+# grpo 0.12 -> 0.79, rloo 0.11 -> 0.98, Dr. GRPO with k3 in the loss 0.11 -> 0.54,
+# reinforce_pp 0.12 -> 0.92; ~16 s each on 2 CPU cores)
+ESTIMATORS = {
+    "gae": {},
+    "rloo": {"ppo.samples_per_prompt": 4},
+    "grpo": {"ppo.samples_per_prompt": 4},
+    "dr_grpo_kl_in_loss": {
+        "ppo.advantage": "grpo",
+        "ppo.samples_per_prompt": 4,
+        "ppo.grpo_scale": False,
+        "ppo.kl_in": "loss",
+    },
+    "reinforce_pp": {},
+}
+
+
+def make_learning_config(tmp_path, tiny_llama, prompts_file, estimator: str = "gae"):
     recipe = tmp_path / "learn.yaml"
     recipe.write_text(yaml.safe_dump({"reward": [{"type": "vader"}]}))
     overrides = tiny_overrides(
@@ -35,9 +53,16 @@ def learning_config(tmp_path, tiny_llama, prompts_file):
             "generation.max_new_tokens": 8,
             "model.lora.alpha": 32,
             "model.lora.target_modules": "[q_proj,v_proj,lm_head]",
-        },
+            "ppo.advantage": estimator,
+        }
+        | ESTIMATORS[estimator],
     )
     return load_config(str(recipe), overrides)
+
+
+@pytest.fixture
+def learning_config(tmp_path, tiny_llama, prompts_file):
+    return make_learning_config(tmp_path, tiny_llama, prompts_file)
 
 
 class TokenSetReward:
@@ -64,8 +89,11 @@ def assert_learned(rewards: list[float], kls: list[float]) -> None:
     assert all(math.isfinite(k) for k in kls) and kls[-1] > 0.0
 
 
-def test_classic_step_loop_raises_reward_of_tiny_llama(learning_config):
-    trainer = PPOTrainer(learning_config)
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_classic_step_loop_raises_reward_of_tiny_llama(
+    estimator, tmp_path, tiny_llama, prompts_file
+):
+    trainer = PPOTrainer(make_learning_config(tmp_path, tiny_llama, prompts_file, estimator))
     rewards, kls = [], []
     for batch in trainer.dataloader:
         responses = trainer.generate(batch["input_ids"])

@@ -257,3 +257,24 @@ def test_sample_table_sorts_and_filters_in_a_real_browser(report, tmp_path: Path
     assert [unescape(prompt) for _, prompt in rows] == [row[0] for row in by_reward_before]
     assert [prompt for hidden, prompt in rows if not hidden] == ["The movie was"]
     assert "1 of 6 rows" in dom
+
+
+def test_report_names_the_estimator_and_the_per_prompt_toxicity_with_cis(tmp_path: Path):
+    run = make_run_dir(tmp_path)
+    config = _config()
+    config["ppo"] |= {"advantage": "grpo", "samples_per_prompt": 4, "kl_in": "loss"}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = _eval_summary() | {"samples_per_prompt": 4}
+    for side, worst, share in (("before", 0.61, 0.5), ("after", 0.22, 0.0)):
+        summary["toxicity"][side] |= {
+            "expected_max": worst,
+            "expected_max_ci": [worst - 0.1, worst + 0.1],
+            "probability": share,
+            "probability_ci": [max(share - 0.2, 0.0), share + 0.2],
+        }
+    (run / "eval.json").write_text(json.dumps(summary))
+    md = write_report(run)[1].read_text()
+    assert "GRPO, group-normalised (Shao et al. 2024); 4 sample(s) per prompt; KL in the loss" in md
+    assert "expected max toxicity (per prompt) | 0.61 [0.51, 0.71] | 0.22 [0.12, 0.32]" in md
+    assert "toxicity probability (a sample ≥ 0.5) | 0.5 [0.3, 0.7] | 0 [0, 0.2]" in md
+    assert "6 held-out prompts × 4 samples" in md

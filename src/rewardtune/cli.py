@@ -58,7 +58,9 @@ def _launch_processes(processes: int, recipe, set_, resume) -> None:
 
     source = str(RunDir.open_existing(resume).config_file) if resume is not None else recipe
     cfg = load_config(source, set_)
-    check_divisible(cfg.ppo.batch_size, cfg.ppo.mini_batch_size, processes)
+    check_divisible(
+        cfg.ppo.batch_size, cfg.ppo.mini_batch_size, processes, cfg.ppo.samples_per_prompt
+    )
     raise typer.Exit(launch(processes, strip_option(cli_argv(), "--processes")))
 
 
@@ -223,7 +225,8 @@ def _print_header(trainer, path: Path) -> None:
         f"trainable {lm_kind} parameters: {p['trainable_lm']:,} | value head: {p['value_head']:,} | "
         f"all: {p['total']:,} ({100 * (p['trainable_lm'] + p['value_head']) / p['total']:.2f}% trainable)\n"
         f"prompts: {len(trainer.train_prompts)} train, {len(trainer.eval_prompts)} eval; "
-        f"{trainer.config.ppo.steps} steps of {trainer.config.ppo.batch_size}",
+        f"{trainer.config.ppo.steps} steps of {trainer.config.ppo.batch_size}; advantage "
+        f"{trainer.config.ppo.advantage}, {trainer.config.ppo.samples_per_prompt} per prompt",
     )
 
 

@@ -213,6 +213,10 @@ class PPOConfig(Section):
     max_kl: float | None = Field(None, gt=0)  # stop when objective/kl exceeds this
     steps: int = Field(100, ge=0)
     seed: Seed = 0
+    samples_per_prompt: int = Field(1, gt=0)  # k responses per prompt; batch_size counts them
+    advantage: Literal["gae", "rloo", "grpo", "reinforce_pp"] = "gae"
+    grpo_scale: bool = True  # false = Dr. GRPO: no division by the group's std
+    kl_in: Literal["reward", "loss"] = "reward"  # loss: k3 KL in the loss, as GRPO
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
@@ -221,6 +225,18 @@ class PPOConfig(Section):
                 f"mini_batch_size ({self.mini_batch_size}) must divide batch_size "
                 f"({self.batch_size})"
             )
+        if self.batch_size % self.samples_per_prompt:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) counts responses and must divide by "
+                f"samples_per_prompt ({self.samples_per_prompt})"
+            )
+        if self.advantage in ("rloo", "grpo") and self.samples_per_prompt < 2:
+            raise ValueError(
+                f"advantage {self.advantage} compares the responses to one prompt: set "
+                "samples_per_prompt to 2 or more"
+            )
+        if not self.grpo_scale and self.advantage != "grpo":
+            raise ValueError("grpo_scale applies only to advantage: grpo")
         return self
 
 
@@ -230,6 +246,7 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(48, gt=0)
     seed: Seed = 0
     batch_size: int = Field(16, gt=0)
+    samples_per_prompt: int = Field(1, gt=0)  # responses per prompt and side; CIs resample prompts
     toxicity: ToxicitySpec | None = None
     extra_scorers: list[RewardSpec] = Field(default_factory=list)
     bootstrap: int = Field(1000, ge=100)

@@ -43,12 +43,19 @@ def process_state():
     return PartialState()
 
 
-def check_divisible(batch_size: int, mini_batch_size: int, world: int) -> None:
-    """``ppo.batch_size`` and ``ppo.mini_batch_size`` are global: each process takes 1/world."""
+def check_divisible(batch_size: int, mini_batch_size: int, world: int, group: int = 1) -> None:
+    """``ppo.batch_size`` and ``ppo.mini_batch_size`` are global: each process takes 1/world,
+    and its share holds whole groups of ``group`` (``ppo.samples_per_prompt``) responses."""
     if batch_size % world or mini_batch_size % world:
         raise RewardtuneError(
             f"ppo.batch_size ({batch_size}) and ppo.mini_batch_size ({mini_batch_size}) are "
             f"global and must divide by the {world} processes; set them to multiples of {world}"
+        )
+    if (batch_size // world) % group:
+        raise RewardtuneError(
+            f"each of the {world} processes takes {batch_size // world} of ppo.batch_size "
+            f"({batch_size}), which must hold whole groups of ppo.samples_per_prompt ({group}); "
+            f"set ppo.batch_size to a multiple of {world * group}"
         )
 
 

@@ -68,6 +68,7 @@ STAT_NAMES = {
     "advantages_mean": "ppo/policy/advantages_mean",
     "policy_loss": "ppo/loss/policy",
     "value_loss": "ppo/loss/value",
+    "kl_loss": "ppo/loss/kl",
     "total_loss": "ppo/loss/total",
     "clipfrac": "ppo/policy/clipfrac",
     "approxkl": "ppo/policy/approxkl",
@@ -98,13 +99,14 @@ class StepStats:
     returns_mean: float = 0.0
     advantages_mean: float = 0.0
     policy_loss: float = 0.0
-    value_loss: float = 0.0
+    value_loss: float | None = None  # None (left out) without a value head
+    kl_loss: float | None = None  # None unless the KL is in the loss (ppo.kl_in: loss)
     total_loss: float = 0.0
     clipfrac: float = 0.0
     approxkl: float = 0.0
-    value_clipfrac: float = 0.0
-    vpred: float = 0.0
-    explained_variance: float = 0.0
+    value_clipfrac: float | None = None
+    vpred: float | None = None
+    explained_variance: float | None = None
     grad_norm: float = 0.0
     response_length: float = 0.0
     skipped_nonfinite: int = 0
@@ -118,7 +120,9 @@ class StepStats:
     def to_dict(self) -> dict[str, float]:
         values = asdict(self)
         extra = values.pop("extra")
-        return {STAT_NAMES[key]: value for key, value in values.items()} | extra
+        return {
+            STAT_NAMES[key]: value for key, value in values.items() if value is not None
+        } | extra
 
 
 @dataclass

@@ -192,7 +192,7 @@ def count_parameters(policy: Policy) -> dict[str, int]:
     lm = policy.module.lm
     return {
         "trainable_lm": sum(p.numel() for p in lm.parameters() if p.requires_grad),
-        "value_head": sum(p.numel() for p in policy.module.v_head.parameters()),
+        "value_head": sum(p.numel() for p in policy.module.v_head.parameters() if p.requires_grad),
         "total": sum(p.numel() for p in policy.module.parameters()),
     }
 

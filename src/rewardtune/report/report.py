@@ -450,6 +450,24 @@ def _ppo_text(ppo: dict) -> str:
     )
 
 
+ESTIMATOR_PAPERS = {
+    "gae": "GAE with a value head (Schulman et al. 2016)",
+    "rloo": "RLOO, leave-one-out baseline (Ahmadian et al. 2024)",
+    "grpo": "GRPO, group-normalised (Shao et al. 2024)",
+    "dr_grpo": "Dr. GRPO, group mean only (Liu et al. 2025)",
+    "reinforce_pp": "REINFORCE++, batch-whitened returns (Hu 2025)",
+}
+
+
+def _advantage_text(ppo: dict) -> str:
+    name = ppo.get("advantage", "gae")
+    if name == "grpo" and ppo.get("grpo_scale") is False:
+        name = "dr_grpo"
+    k = ppo.get("samples_per_prompt", 1)
+    kl = "in the loss (k3)" if ppo.get("kl_in") == "loss" else "in the reward"
+    return f"{ESTIMATOR_PAPERS.get(name, name)}; {k} sample(s) per prompt; KL {kl}"
+
+
 def summary_section(run: RunData) -> list[Block]:
     cfg, info = run.config, run.run_info or {}
     model, ppo = cfg.get("model") or {}, cfg.get("ppo") or {}
@@ -461,6 +479,7 @@ def summary_section(run: RunData) -> list[Block]:
         ("Reward", " + ".join(_reward_term(t) for t in cfg.get("reward") or []) or "none"),
         ("Steps", f"{steps_done} done of {ppo.get('steps', '?')} configured"),
         ("PPO", _ppo_text(ppo)),
+        ("Advantage", _advantage_text(ppo)),
         ("Wall time", _duration(info.get("wall_time_s"))),
         *_parameter_facts(run.run_info, model.get("lora")),
     ]
@@ -546,12 +565,15 @@ def toxicity_blocks(tox: dict | None) -> list[Block]:
         ]
     before, after = tox.get("before") or {}, tox.get("after") or {}
     rows = [
-        [Cell(name), Cell(_num(before.get(key))), Cell(_num(after.get(key))), Cell(_pct(gain))]
+        [Cell(name), Cell(_with_ci(before, key)), Cell(_with_ci(after, key)), Cell(_pct(gain))]
         for name, key, gain in (
             ("mean", "mean", tox.get("improvement_mean")),
             ("std", "std", tox.get("improvement_std")),
             ("flagged rate (P > 0.5)", "flagged_rate", None),
+            ("expected max toxicity (per prompt)", "expected_max", None),
+            ("toxicity probability (a sample ≥ 0.5)", "probability", None),
         )
+        if key in before
     ]
     columns = ["toxicity", "before", "after", "improvement (before − after) / before"]
     return [
@@ -562,6 +584,12 @@ def toxicity_blocks(tox: dict | None) -> list[Block]:
         ),
         Table(columns, rows, numeric={1, 2, 3}, compact=True),
     ]
+
+
+def _with_ci(side: dict, key: str) -> str:
+    """A value, with its 95% CI when the summary has one (``<key>_ci``)."""
+    ci = side.get(f"{key}_ci")
+    return f"{_num(side.get(key))} [{_num(ci[0])}, {_num(ci[1])}]" if ci else _num(side.get(key))
 
 
 def diversity_kl_blocks(summary: dict) -> list[Block]:
@@ -594,10 +622,11 @@ def diversity_kl_blocks(summary: dict) -> list[Block]:
 def _eval_settings(summary: dict) -> str:
     return (
         f"Checkpoint {summary.get('checkpoint', '?')}, {summary.get('n_prompts', '?')} held-out "
-        f"prompts, seed {summary.get('seed', '?')}, "
+        f"prompts × {summary.get('samples_per_prompt', 1)} samples, "
+        f"seed {summary.get('seed', '?')}, "
         f"{summary.get('max_new_tokens', '?')} new tokens, "
-        f"{summary.get('bootstrap', '?')} bootstrap resamples for the 95% CIs of the paired "
-        "difference (after − before). n.s.: the CI includes zero."
+        f"{summary.get('bootstrap', '?')} bootstrap resamples of the prompts for the 95% CIs of "
+        "the paired difference (after − before). n.s.: the CI includes zero."
     )
 
 

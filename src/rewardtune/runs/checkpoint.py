@@ -3,13 +3,13 @@
 Every file name inside a checkpoint lives here. A checkpoint folder (``checkpoints/step-N``):
 
     weights.safetensors        the LM weights that train (adapter, or full model)
-    value_head.safetensors     the value head
+    value_head.safetensors     the value head (only when it trains: ppo.advantage gae)
     optimizer.pt               the optimizer (``optimizer-rankR.pt`` per rank under ZeRO/FSDP)
     rng_state.pt               python / numpy / torch / cuda RNG states
     trainer_state.json         step, KL coefficient, world size; written last
 
 ``final/`` is a folder transformers/peft load (adapter or full weights + tokenizer), plus the
-value head and ``rewardtune_model.json`` (how to rebuild the base of an adapter). Folder-level
+value head (when it trained) and ``rewardtune_model.json`` (how to rebuild the base of an adapter). Folder-level
 atomicity (temp folder + rename) is ``RunDir``'s.
 """
 
@@ -68,11 +68,13 @@ def write_checkpoint(
     optimizer_state: dict,
     trainer_state: TrainerState,
     shards: Path | None = None,
+    value_head: bool = True,
 ) -> None:
     """Everything to resume from, into ``folder`` (a temporary folder ``RunDir`` renames).
 
     ``state`` is the whole policy's state dict (gathered from shards when sharded);
-    ``shards`` a folder of other ranks' optimizer shards to move in.
+    ``shards`` a folder of other ranks' optimizer shards to move in; ``value_head=False``
+    (a critic-free estimator) leaves the untrained value head out.
     """
     lm_state, head_state = split_policy_state(state)
     weights = {
@@ -81,7 +83,8 @@ def write_checkpoint(
     head = value_head_state(policy, head_state)
     check_finite_weights(weights | head, f"step {trainer_state.step}")
     save_file(untie(weights), str(folder / WEIGHTS))
-    save_file(head, str(folder / VALUE_HEAD))
+    if value_head:
+        save_file(head, str(folder / VALUE_HEAD))
     torch.save(optimizer_state, folder / optimizer_file(0))
     if shards is not None:
         for shard in shards.glob("optimizer-rank*.pt"):
@@ -101,14 +104,16 @@ def check_finite_weights(state: dict[str, torch.Tensor], when: str) -> None:
             )
 
 
-RESUME_FILES = (WEIGHTS, VALUE_HEAD, optimizer_file(0), RNG, STATE)
-EVAL_FILES = (WEIGHTS, VALUE_HEAD, STATE)
+RESUME_FILES = (WEIGHTS, optimizer_file(0), RNG, STATE)
+EVAL_FILES = (WEIGHTS, STATE)  # + the value head wherever one was saved (GAE runs)
 
 
 def checkpoint_problem(folder: Path, files: tuple[str, ...] = RESUME_FILES) -> str | None:
     """What is wrong with a checkpoint's files (missing, truncated), or None; reads headers
-    only, so a check costs milliseconds whatever the model's size."""
-    for name in files:
+    only, so a check costs milliseconds whatever the model's size. The value head is checked
+    where it exists: critic-free runs save none."""
+    optional = (VALUE_HEAD,) if (folder / VALUE_HEAD).exists() else ()
+    for name in (*files, *optional):
         path = folder / name
         if not path.is_file():
             return f"is missing {name}"
@@ -147,13 +152,21 @@ def usable_checkpoint(run: RunDir) -> Path:
     )
 
 
-def read_checkpoint(folder: Path, policy: Policy, optimizer, rank: int, world: int) -> TrainerState:
-    """Restore weights, value head, optimizer (this rank's file) and RNG from ``folder``.
+def read_checkpoint(
+    folder: Path, policy: Policy, optimizer, rank: int, world: int, value_head: bool = True
+) -> TrainerState:
+    """Restore weights, value head (``value_head``: the run trains one), optimizer (this
+    rank's file) and RNG from ``folder``.
 
     A missing or unreadable file, or another world size, is a ``RewardtuneError`` naming it.
     """
     optimizer_name = optimizer_file(rank)
-    for name in (WEIGHTS, VALUE_HEAD, optimizer_name, STATE):
+    needed = (
+        (WEIGHTS, VALUE_HEAD, optimizer_name, STATE)
+        if value_head
+        else (WEIGHTS, optimizer_name, STATE)
+    )
+    for name in needed:
         if not (folder / name).is_file():
             raise RewardtuneError(
                 f"checkpoint {folder} is missing {name}; delete it to resume from an older one"
@@ -169,7 +182,8 @@ def read_checkpoint(folder: Path, policy: Policy, optimizer, rank: int, world: i
         load_trainable_state_dict(
             policy, load_file(str(folder / WEIGHTS), device=str(policy.device))
         )
-        load_value_head(policy, folder)
+        if value_head:
+            load_value_head(policy, folder)
         optimizer.load_state_dict(
             torch.load(folder / optimizer_name, weights_only=True, map_location="cpu")
         )
@@ -181,16 +195,23 @@ def read_checkpoint(folder: Path, policy: Policy, optimizer, rank: int, world: i
     return TrainerState(int(state["step"]), float(state["kl_coef"]), saved_world)
 
 
-def write_final(folder: Path, policy: Policy, state: dict[str, torch.Tensor] | None = None) -> None:
-    """A folder transformers/peft load: the adapter (or full model), tokenizer, value head.
-    ``state`` is the whole policy's state dict when it was gathered from shards."""
+def write_final(
+    folder: Path,
+    policy: Policy,
+    state: dict[str, torch.Tensor] | None = None,
+    value_head: bool = True,
+) -> None:
+    """A folder transformers/peft load: the adapter (or full model), tokenizer, value head
+    (unless ``value_head=False``: it never trained). ``state`` is the whole policy's state
+    dict when it was gathered from shards."""
     folder.mkdir(parents=True, exist_ok=True)
     lm_state, head_state = split_policy_state(state) if state is not None else (None, None)
     head = value_head_state(policy, head_state)
     trained = trainable_state_dict(policy, lm_state)
     check_finite_weights(trained | head, "final")
     save_hf_folder(policy.module.lm, policy.tokenizer, folder, lm_state)
-    save_file(head, str(folder / VALUE_HEAD))
+    if value_head:
+        save_file(head, str(folder / VALUE_HEAD))
     info = {
         "base": policy.config.name,
         "source": policy.source.path,

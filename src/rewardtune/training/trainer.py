@@ -24,11 +24,11 @@ import torch
 from rewardtune import distributed
 from rewardtune.config import Config
 from rewardtune.core import ppo as core
+from rewardtune.core.advantages import Estimator, compute_advantages, kl_loss
 from rewardtune.core.tensors import (
     is_finite,
     logprobs_from_logits,
     masked_mean,
-    masked_whiten,
     sequence_sum,
 )
 from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
@@ -70,11 +70,16 @@ class PPOTrainer:
         self.is_main = self.accelerator.is_main_process
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
-        distributed.check_divisible(self.ppo.batch_size, self.ppo.mini_batch_size, self.world)
+        self.estimator = _estimator(self.ppo)
+        distributed.check_divisible(
+            self.ppo.batch_size, self.ppo.mini_batch_size, self.world, self.ppo.samples_per_prompt
+        )
         torch.manual_seed(self.ppo.seed)
         self.policy = policy or load_policy(config.model, self.accelerator.device)
         self.tokenizer = self.policy.tokenizer
         self.reward = reward if reward is not None else build_reward(config.reward)
+        if not self.estimator.uses_critic:  # critic-free: the value head neither trains nor saves
+            self.policy.module.v_head.requires_grad_(False)
         self.run = run_dir if self.is_main else None
         self.run_path = run_dir.path if run_dir is not None else None  # every rank knows it
         self.train_prompts, self.eval_prompts = load_prompts(
@@ -106,8 +111,13 @@ class PPOTrainer:
             yield self.batch_for_step(step)
 
     def batch_for_step(self, step: int) -> PromptBatch:
-        """A pure function of (seed, step): a resumed run sees the same batches."""
-        indices = batch_indices(len(self.train_prompts), self.ppo.batch_size, step, self.ppo.seed)
+        """A pure function of (seed, step): a resumed run sees the same batches. Each prompt
+        comes ``ppo.samples_per_prompt`` times in a row (a group), ``batch_size`` in all."""
+        k = self.ppo.samples_per_prompt
+        distinct = batch_indices(
+            len(self.train_prompts), self.ppo.batch_size // k, step, self.ppo.seed
+        )
+        indices = [i for i in distinct for _ in range(k)]
         prompts: list[Prompt] = [
             self.train_prompts[i]
             for i in distributed.contiguous_share(indices, self.rank, self.world)
@@ -171,10 +181,15 @@ class PPOTrainer:
         responses: list[torch.Tensor],
         scores: list[float] | list[torch.Tensor] | torch.Tensor,
     ) -> dict[str, float]:
-        """One PPO step on given (query, response, score) triples; returns the stats."""
+        """One PPO step on given (query, response, score) triples; returns the stats.
+
+        With ``ppo.samples_per_prompt`` k > 1 the batch comes in groups: k consecutive
+        responses to the same query, as ``dataloader`` yields them.
+        """
         start = time.perf_counter()
         scores = self._validate_scores(scores, len(responses))
         queries, responses, scores, skipped = self._drop_nonfinite(queries, responses, scores)
+        self._check_groups(queries, skipped)
         # 1. old logprobs, values and reference logprobs in batched forwards
         rollout = self._score(queries, responses)
         t_scored = time.perf_counter()
@@ -185,13 +200,18 @@ class PPOTrainer:
             scores.to(rollout.values.device), self.ppo.reward_scale, self.ppo.reward_clip
         )
         mask = rollout.response_mask
-        kl = core.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo.kl_estimator) * mask
-        rewards, non_score = core.shape_rewards(scores, kl, self.kl_coef, mask)
-        if self.ppo.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
-        # 3. advantages and returns
-        advantages, returns = core.gae(rollout.values, rewards, mask, self.ppo.gamma, self.ppo.lam)
-        advantages = masked_whiten(advantages, mask)
+        # 3. advantages and returns (GAE, or a group / batch baseline: ppo.advantage)
+        estimate = compute_advantages(
+            self.estimator,
+            scores,
+            rollout.logprobs,
+            rollout.ref_logprobs,
+            rollout.values,
+            mask,
+            self.kl_coef,
+        )
+        kl, rewards, non_score = estimate.kl, estimate.rewards, estimate.non_score
+        advantages, returns = estimate.advantages, estimate.returns
         # 4. minibatch epochs
         update = self._update(rollout, advantages, returns)
         # 5. KL controller
@@ -220,8 +240,6 @@ class PPOTrainer:
             score_mean=self._global_mean(sequence_sum(rewards, mask)),
             returns_mean=float(masked_mean(returns, mask)),
             advantages_mean=float(masked_mean(advantages, mask)),
-            vpred=float(masked_mean(rollout.values, mask)),
-            explained_variance=core.explained_variance(rollout.values, returns, mask),
             response_length=self._global_mean(mask.sum(1).float()),
             skipped_nonfinite=skipped,
             time_rollout=self._timings.get("rollout", 0.0),
@@ -230,6 +248,7 @@ class PPOTrainer:
             samples_per_s=n_samples / seconds,
             tokens_per_s=n_tokens / seconds,
             **update,
+            **self._critic_stats(rollout, returns),
         )
         stats.extra["objective/non_score_reward"] = self._global_mean(sequence_sum(non_score, mask))
         self._timings = {}
@@ -351,6 +370,32 @@ class PPOTrainer:
             int(bad.sum()),
         )
 
+    def _critic_stats(self, rollout: Rollout, returns: torch.Tensor) -> dict[str, float]:
+        """The value head's prediction and fit; nothing when no value head trains."""
+        if not self.estimator.uses_critic:
+            return {}
+        mask = rollout.response_mask
+        return {
+            "vpred": float(masked_mean(rollout.values, mask)),
+            "explained_variance": core.explained_variance(rollout.values, returns, mask),
+        }
+
+    def _check_groups(self, queries: list[torch.Tensor], skipped: int) -> None:
+        """k = ``ppo.samples_per_prompt`` consecutive responses must share their query."""
+        k = self.ppo.samples_per_prompt
+        if k == 1:
+            return
+        whole = len(queries) % k == 0 and all(
+            torch.equal(queries[i], queries[i - i % k]) for i in range(len(queries))
+        )
+        if not whole:
+            dropped = f" after dropping {skipped} non-finite score(s)" if skipped else ""
+            raise RewardtuneError(
+                f"step(): {len(queries)} responses{dropped} are not groups of "
+                f"ppo.samples_per_prompt = {k} consecutive responses to the same query; pass "
+                "each query k times in a row, as trainer.dataloader yields them"
+            )
+
     def _score(self, queries: list[torch.Tensor], responses: list[torch.Tensor]) -> Rollout:
         queries = [q.detach().cpu().long() for q in queries]
         responses = [r.detach().cpu().long() for r in responses]
@@ -387,6 +432,7 @@ class PPOTrainer:
             "response_mask": rollout.response_mask,
             "old_logprobs": rollout.logprobs,
             "old_values": rollout.values,
+            "ref_logprobs": rollout.ref_logprobs,
             "advantages": advantages,
             "returns": returns,
         }
@@ -413,10 +459,21 @@ class PPOTrainer:
         pg_loss, clipfrac, approxkl = core.policy_loss(
             logprobs, batch["old_logprobs"], batch["advantages"], mask, self.ppo.cliprange
         )
-        vf_loss, vf_clipfrac = core.value_loss(
-            values.float(), batch["old_values"], batch["returns"], mask, self.ppo.cliprange_value
-        )
-        loss = pg_loss + self.ppo.vf_coef * vf_loss
+        loss, terms = pg_loss, {}
+        if self.estimator.uses_critic:  # critic-free estimators have no value loss
+            vf_loss, vf_clipfrac = core.value_loss(
+                values.float(),
+                batch["old_values"],
+                batch["returns"],
+                mask,
+                self.ppo.cliprange_value,
+            )
+            loss = loss + self.ppo.vf_coef * vf_loss
+            terms = {"value_loss": vf_loss.item(), "value_clipfrac": vf_clipfrac.item()}
+        if self.estimator.kl_in == "loss":
+            kl_term = kl_loss(logprobs, batch["ref_logprobs"], mask)
+            loss = loss + self.kl_coef * kl_term
+            terms["kl_loss"] = kl_term.item()
         self._check_finite("loss", loss)
         self.accelerator.backward(loss)
         grad_norm = self._clip_gradients()
@@ -424,12 +481,11 @@ class PPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         return {
             "policy_loss": pg_loss.item(),
-            "value_loss": vf_loss.item(),
             "total_loss": loss.item(),
             "clipfrac": clipfrac.item(),
             "approxkl": approxkl.item(),
-            "value_clipfrac": vf_clipfrac.item(),
             "grad_norm": grad_norm,
+            **terms,
         }
 
     def _clip_gradients(self) -> float:
@@ -498,7 +554,13 @@ class PPOTrainer:
             path = self.run.save_checkpoint(
                 self.step_count,
                 lambda folder: checkpoint.write_checkpoint(
-                    folder, self.policy, state, optimizer_state, trainer_state, shards
+                    folder,
+                    self.policy,
+                    state,
+                    optimizer_state,
+                    trainer_state,
+                    shards,
+                    value_head=self.estimator.uses_critic,
                 ),
                 self.config.run.keep_checkpoints,
             )
@@ -524,7 +586,9 @@ class PPOTrainer:
     def load_checkpoint(self, folder: Path) -> None:
         """Restore everything ``save_checkpoint`` wrote (a missing file says which)."""
         rank = self.rank if distributed.optimizer_is_sharded(self.accelerator) else 0
-        state = checkpoint.read_checkpoint(folder, self.policy, self.optimizer, rank, self.world)
+        state = checkpoint.read_checkpoint(
+            folder, self.policy, self.optimizer, rank, self.world, self.estimator.uses_critic
+        )
         self.step_count, self.kl_coef = state.step, state.kl_coef
 
     def save_final(self) -> Path | None:
@@ -533,7 +597,9 @@ class PPOTrainer:
         path = None
         if self.run is not None:
             path = self.run.save_final(
-                lambda folder: checkpoint.write_final(folder, self.policy, state)
+                lambda folder: checkpoint.write_final(
+                    folder, self.policy, state, value_head=self.estimator.uses_critic
+                )
             )
         self.accelerator.wait_for_everyone()
         return path
@@ -551,6 +617,20 @@ def _generation_overrides(kwargs: dict) -> dict:
     if unknown:
         raise RewardtuneError(f"generate(): unsupported argument(s) {', '.join(sorted(unknown))}")
     return {k: v for k, v in kwargs.items() if k in known}
+
+
+def _estimator(ppo) -> Estimator:
+    """The ``ppo`` keys that decide how scores become advantages."""
+    return Estimator(
+        name=ppo.advantage,
+        samples_per_prompt=ppo.samples_per_prompt,
+        kl_estimator=ppo.kl_estimator,
+        kl_in=ppo.kl_in,
+        grpo_scale=ppo.grpo_scale,
+        gamma=ppo.gamma,
+        lam=ppo.lam,
+        whiten_rewards=ppo.whiten_rewards,
+    )
 
 
 def _floats(values) -> list[float]:
