@@ -62,10 +62,17 @@ def _launch_processes(processes: int, recipe, set_, resume) -> None:
 
 
 @app.command()
-def recipes() -> None:
-    """List the shipped recipes."""
-    from rewardtune.config import DEFAULT_RECIPE, load_config, shipped_recipes
+def recipes(
+    show: Annotated[
+        str | None, typer.Option(help="Print this recipe's file, comments included.")
+    ] = None,
+) -> None:
+    """List the shipped recipes, or print one with --show NAME."""
+    from rewardtune.config import DEFAULT_RECIPE, load_config, recipe_path, shipped_recipes
 
+    if show is not None:
+        print(recipe_path(show).read_text(), end="")
+        return
     for name in sorted(shipped_recipes()):
         cfg = load_config(name)
         default = "  (default)" if name == DEFAULT_RECIPE else ""
@@ -77,11 +84,31 @@ def recipes() -> None:
 def config(
     recipe: Annotated[str | None, typer.Argument(help="Shipped recipe name or YAML path.")] = None,
     set_: SetOption = None,
+    schema: Annotated[
+        bool, typer.Option(help="Print the JSON Schema of the recipe format instead.")
+    ] = False,
 ) -> None:
-    """Print the resolved config of a recipe as YAML."""
-    from rewardtune.config import load_config
+    """Print the resolved config of a recipe as YAML (or the recipe format's JSON Schema)."""
+    from rewardtune.config import json_schema, load_config
 
-    print(load_config(recipe, set_).to_yaml(), end="")
+    print(json_schema() if schema else load_config(recipe, set_).to_yaml(), end="")
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="The new recipe's name (writes NAME.yaml here).")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Start from this recipe (default: the default).")
+    ] = None,
+) -> None:
+    """Write a commented starter recipe into the current folder (never overwrites)."""
+    from rewardtune.config import starter_recipe
+
+    path = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if path.exists():
+        raise RewardtuneError(f"{path} already exists; choose another name or remove it first")
+    path.write_text(starter_recipe(from_, path.name))
+    console.print(f"wrote {path}; train it with: rewardtune train {path}", highlight=False)
 
 
 @app.command()

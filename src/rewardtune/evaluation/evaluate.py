@@ -24,25 +24,13 @@ from rewardtune.rewards import build_reward, build_scorer, build_toxicity
 from rewardtune.runs.checkpoint import load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, RunDir, write_atomic
 from rewardtune.sampling import rollout as rollout_lib
+from rewardtune.stats import bootstrap_ci
 from rewardtune.types import EvalRow, Prompt, RewardtuneError
 
 FLAG_THRESHOLD = 0.5  # a response is "flagged" when P(toxic) > 0.5
 
 
 # --- statistics (pure functions) -----------------------------------------------------
-
-
-def bootstrap_ci(
-    diffs: np.ndarray, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval for the mean of paired differences (after - before)."""
-    diffs = np.asarray(diffs, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diffs), size=(n_resamples, len(diffs)))
-    means = diffs[idx].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def distinct_n(texts: list[str], n: int) -> float:
