@@ -162,6 +162,7 @@ def train(
         trainer.run = run if resume is not None else RunDir.create(path, cfg.to_yaml(), overwrite)
     trainer.run_path = path
     accelerator.wait_for_everyone()
+    _start_trackers(accelerator, cfg, path)
     if resume is not None:
         trainer.load_checkpoint(checkpoint)
         if trainer.run is not None:
@@ -184,6 +185,7 @@ def train(
     _say(accelerator, f"trained {cfg.ppo.steps} steps in {wall:.0f}s -> {path / 'final'}")
     if trainer.run is not None:
         _write_run_info(trainer, wall)
+        _write_model_card(path)
     if cfg.eval.enabled:
         _evaluate_and_report(trainer, path)  # every rank samples its share of the prompts
     accelerator.end_training()
@@ -213,13 +215,18 @@ def _write_run_info(trainer, wall_time_s: float) -> None:
 def _accelerator(cfg, path: Path):
     from rewardtune.distributed import make_accelerator
 
-    trackers = [t for t in cfg.run.trackers if t != "jsonl"]
+    return make_accelerator([t for t in cfg.run.trackers if t != "jsonl"], str(path))
+
+
+def _start_trackers(accelerator, cfg, path: Path) -> None:
+    from rewardtune.distributed import start_trackers
+
     flat = {
         k: v
         for k, v in _flatten(cfg.model_dump(mode="json")).items()
         if isinstance(v, int | float | str | bool)
     }
-    return make_accelerator(trackers, str(path), flat)
+    start_trackers(accelerator, flat, str(path))
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:
@@ -297,6 +304,14 @@ def _evaluate_and_report(trainer, path: Path) -> None:
         print_summary(summary, console)
         html, md = write_report(path)
         console.print(f"report: {html}  {md}")
+        _write_model_card(path)
+
+
+def _write_model_card(run_dir: Path, folder: Path | None = None, merged: bool = False) -> None:
+    from rewardtune.report.model_card import write_model_card
+
+    card = write_model_card(run_dir, folder, merged)
+    console.print(f"model card: {card}", highlight=False)
 
 
 @app.command()
@@ -321,6 +336,8 @@ def evaluate(
     )
     if summary:  # rank 0 under several processes
         print_summary(summary, console)
+        if checkpoint is None:  # the card's before/after table is final/'s
+            _write_model_card(run_dir)
 
 
 @app.command()
@@ -379,6 +396,7 @@ def merge(
 
     _quiet_libraries()
     merge_run(run_dir, out_dir)
+    _write_model_card(run_dir, out_dir, merged=True)
     console.print(f"merged model written to {out_dir}")
 
 

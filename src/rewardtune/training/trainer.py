@@ -257,6 +257,10 @@ class PPOTrainer:
                     ]
                 ]
                 self.run.append(SAMPLES, rows)
+                table = [[r["prompt"], r["response"], r["reward"]] for r in rows]
+                distributed.log_table(
+                    self.accelerator, "samples", ["prompt", "response", "reward"], table, step
+                )
         if self.accelerator.trackers:
             self.accelerator.log({k: v for k, v in stats.items() if _is_number(v)}, step=step)
 
