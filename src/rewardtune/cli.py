@@ -1,4 +1,5 @@
-"""The `rewardtune` command: train, evaluate, report, generate, merge, recipes, config.
+"""The `rewardtune` command: train, evaluate, report, compare, generate, merge, recipes, config,
+init.
 
 Every user mistake ends as one line on stderr and exit code 2 (RewardtuneError).
 """
@@ -349,6 +350,21 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     RunDir.open_existing(run_dir)
     html, md = write_report(run_dir)
     console.print(f"report: {html}  {md}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories.")],
+    out: Annotated[Path, typer.Option(help="Folder for compare.html and compare.md.")],
+) -> None:
+    """Compare runs: curves overlaid, evaluations side by side, paired after-differences."""
+    from rewardtune.report.compare import write_compare
+    from rewardtune.runs.rundir import RunDir
+
+    for run in runs:
+        RunDir.open_existing(run)
+    html, md = write_compare(runs, out)
+    console.print(f"comparison: {html}  {md}", highlight=False)
 
 
 @app.command()
