@@ -38,6 +38,7 @@ from rewardtune.runs import checkpoint
 from rewardtune.runs.rundir import CHECKPOINTS, METRICS, SAMPLES, RunDir
 from rewardtune.sampling import rollout as rollout_lib
 from rewardtune.training.signals import Interrupted, graceful_interrupt
+from rewardtune.training.summary import summary_html, summary_text
 from rewardtune.types import Prompt, PromptBatch, RewardtuneError, Rollout, StepStats
 
 
@@ -90,6 +91,14 @@ class PPOTrainer:
         self._stop_requested = False
         self._sampled: tuple | None = None  # the last generate(): its logprobs and values
         self.parameters = count_parameters(self.policy)
+        self.last_stats: dict[str, float] = {}  # the last step()'s stats
+
+    def summary(self) -> str:
+        """Model, reward, steps done and the last step's headline stats, as text."""
+        return summary_text(self)
+
+    def _repr_html_(self) -> str:  # Jupyter shows the summary as a table
+        return summary_html(self)
 
     # -- the classic API -------------------------------------------------------------
 
@@ -228,7 +237,8 @@ class PPOTrainer:
         self._timings = {}
         self.step_count += 1
         self._check_kl(mean_kl)
-        return stats.to_dict()
+        self.last_stats = stats.to_dict()
+        return dict(self.last_stats)
 
     def log_stats(
         self,
