@@ -59,3 +59,9 @@ def test_init_writes_a_commented_recipe_that_loads_and_refuses_to_overwrite(tmp_
     again = run_cli("init", str(target))
     assert again.returncode == 2 and "already exists" in again.stderr
     assert written.read_text() == text
+
+
+def test_schema_with_a_recipe_exits_2_with_one_line():
+    result = run_cli("config", "smollm2-detox", "--schema")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "--schema describes every recipe" in result.stderr

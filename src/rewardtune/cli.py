@@ -92,6 +92,8 @@ def config(
     """Print the resolved config of a recipe as YAML (or the recipe format's JSON Schema)."""
     from rewardtune.config import json_schema, load_config
 
+    if schema and (recipe or set_):
+        raise RewardtuneError("--schema describes every recipe: give it no RECIPE or --set")
     print(json_schema() if schema else load_config(recipe, set_).to_yaml(), end="")
 
 
