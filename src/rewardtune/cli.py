@@ -311,8 +311,11 @@ def _evaluate_and_report(trainer, path: Path) -> None:
 
 
 def _write_model_card(run_dir: Path, folder: Path | None = None, merged: bool = False) -> None:
-    from rewardtune.report.model_card import write_model_card
+    """README.md for final/ or a merge of it (not of a checkpoint: a card describes final/)."""
+    from rewardtune.report.model_card import run_root, write_model_card
 
+    if run_root(run_dir) is None:
+        return
     card = write_model_card(run_dir, folder, merged)
     console.print(f"model card: {card}", highlight=False)
 

@@ -37,10 +37,13 @@ SAMPLES_SHOWN = 3
 ALIAS_BASES = {"smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
 
 
-def run_root(path: Path) -> Path:
-    """The run directory of a run directory or of its ``final/``."""
+def run_root(path: Path) -> Path | None:
+    """The run directory of a run directory or of its ``final/`` (None for anything else,
+    e.g. a checkpoint: a card describes ``final/``)."""
     path = Path(path)
-    return path.parent if path.name == FINAL and (path.parent / CONFIG).is_file() else path
+    if path.name == FINAL and (path.parent / CONFIG).is_file():
+        return path.parent
+    return path if (path / CONFIG).is_file() else None
 
 
 def write_model_card(run_dir: Path, folder: Path | None = None, merged: bool = False) -> Path:
@@ -48,7 +51,7 @@ def write_model_card(run_dir: Path, folder: Path | None = None, merged: bool = F
 
     ``merged``: the folder holds the adapter merged into the base (a plain transformers model).
     """
-    run_dir = run_root(run_dir)
+    run_dir = run_root(run_dir) or Path(run_dir)
     folder = Path(folder) if folder is not None else run_dir / FINAL
     run = load_run(run_dir)
     info = json.loads((run_dir / FINAL / MODEL_INFO).read_text())
