@@ -64,3 +64,16 @@ def test_alias_hub_id_dataset_and_license_in_the_front_matter(tmp_path):
     assert base_license(str(tmp_path)) == "mit"
     assert is_hub_dataset("knkarthick/dialogsum")
     assert not is_hub_dataset("detox") and not is_hub_dataset("prompts.jsonl")
+
+
+def test_card_data_names_a_hub_data_set_and_the_library():
+    from rewardtune.report.model_card import card_data
+
+    config = {"data": {"source": "knkarthick/dialogsum"}, "reward": [{"type": "classifier"}]}
+    info = {"base": "google/flan-t5-base", "seq2seq": True}
+    data = card_data(config, info, adapter=True).to_dict()
+    assert data["datasets"] == ["knkarthick/dialogsum"]
+    assert data["library_name"] == "peft" and data["base_model"] == "google/flan-t5-base"
+    assert data["pipeline_tag"] == "text2text-generation" and "reward-classifier" in data["tags"]
+    full = card_data({"data": {"source": "detox"}}, info, adapter=False).to_dict()
+    assert full["library_name"] == "transformers" and "datasets" not in full
