@@ -60,7 +60,7 @@ def write_model_card(run_dir: Path, folder: Path | None = None, merged: bool = F
     card = ModelCard.from_template(
         card_data(run.config, info, adapter),
         template_str=template,
-        title=f"{run.config.get('recipe', run_dir.name)}: {info['base']} tuned with PPO",
+        title=f"{run.config.get('recipe', run_dir.name)}: {base_label(info)} tuned with PPO",
         intro=_intro(info, adapter, merged),
         training=Facts(training_facts(run)).markdown(),
         evaluation=_evaluation(run),
@@ -116,6 +116,14 @@ def base_license(name: str) -> str | None:
     return ModelCard.load(cached).data.to_dict().get("license")
 
 
+def base_label(info: dict) -> str:
+    """The base as people know it: an alias's hub id and the file it loaded, else its name."""
+    name = info["base"]
+    if name in ALIAS_BASES:
+        return f"{ALIAS_BASES[name][0]} ({info.get('gguf_file') or name})"
+    return name
+
+
 def is_hub_dataset(source: str) -> bool:
     return source not in shipped_prompt_sets() and Path(source).suffix not in LOCAL_SUFFIXES
 
@@ -131,7 +139,7 @@ def training_facts(run: RunData) -> list[tuple[str, str]]:
     )
     return [
         ("Recipe", str(cfg.get("recipe", "unknown"))),
-        ("Base model", str(model.get("name"))),
+        ("Base model (model.name)", str(model.get("name"))),
         ("Method", f"LoRA ({_mapping(lora)})" if isinstance(lora, dict) else "full fine-tune"),
         ("Reward", " + ".join(_reward_term(t) for t in cfg.get("reward") or []) or "none"),
         ("Prompts", str((cfg.get("data") or {}).get("source"))),
@@ -156,7 +164,7 @@ def _intro(info: dict, adapter: bool, merged: bool) -> str:
     else:
         what = "a fully fine-tuned version"
     return (
-        f"This is {what} of `{info['base']}`, trained by rewardtune with PPO toward the reward "
+        f"This is {what} of `{base_label(info)}`, trained by rewardtune with PPO toward the reward "
         "below, with a KL penalty that keeps it close to the base."
     )
 
