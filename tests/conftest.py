@@ -244,3 +244,21 @@ def run_cli(
         env=full_env,
         cwd=ROOT,
     )
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory, tiny_llama, prompts_file) -> tuple[Path, Path]:
+    """Two trained and evaluated tiny runs (learning rates 1e-2 and 1e-3), logged to
+    TensorBoard too, evaluated on the same prompts with the same seed: for the model card,
+    `compare` and tracker tests."""
+    root = tmp_path_factory.mktemp("two-runs")
+    recipe = root / "tiny.yaml"
+    recipe.write_text("reward:\n  - {type: vader, input: response}\n")
+    runs = []
+    for name, lr in (("run-a", 1e-2), ("run-b", 1e-3)):
+        extra = {"ppo.learning_rate": lr, "run.trackers": "[jsonl,tensorboard]"}
+        overrides = tiny_overrides(tiny_llama, prompts_file, steps=2, **extra)
+        result = run_cli("train", str(recipe), "--run-dir", str(root / name), *set_args(overrides))
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(root / name)
+    return runs[0], runs[1]

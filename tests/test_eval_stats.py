@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rewardtune import stats
 from rewardtune.config import load_config
-from rewardtune.evaluation import stats
 from rewardtune.evaluation.evaluate import summarise
 
 # two prompts, three samples each

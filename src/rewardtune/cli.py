@@ -1,4 +1,5 @@
-"""The `rewardtune` command: train, evaluate, report, generate, merge, recipes, config.
+"""The `rewardtune` command: train, evaluate, report, compare, generate, merge, recipes, config,
+init.
 
 Every user mistake ends as one line on stderr and exit code 2 (RewardtuneError).
 """
@@ -65,10 +66,17 @@ def _launch_processes(processes: int, recipe, set_, resume) -> None:
 
 
 @app.command()
-def recipes() -> None:
-    """List the shipped recipes."""
-    from rewardtune.config import DEFAULT_RECIPE, load_config, shipped_recipes
+def recipes(
+    show: Annotated[
+        str | None, typer.Option(help="Print this recipe's file, comments included.")
+    ] = None,
+) -> None:
+    """List the shipped recipes, or print one with --show NAME."""
+    from rewardtune.config import DEFAULT_RECIPE, load_config, recipe_path, shipped_recipes
 
+    if show is not None:
+        print(recipe_path(show).read_text(), end="")
+        return
     for name in sorted(shipped_recipes()):
         cfg = load_config(name)
         default = "  (default)" if name == DEFAULT_RECIPE else ""
@@ -80,11 +88,33 @@ def recipes() -> None:
 def config(
     recipe: Annotated[str | None, typer.Argument(help="Shipped recipe name or YAML path.")] = None,
     set_: SetOption = None,
+    schema: Annotated[
+        bool, typer.Option(help="Print the JSON Schema of the recipe format instead.")
+    ] = False,
 ) -> None:
-    """Print the resolved config of a recipe as YAML."""
-    from rewardtune.config import load_config
+    """Print the resolved config of a recipe as YAML (or the recipe format's JSON Schema)."""
+    from rewardtune.config import json_schema, load_config
 
-    print(load_config(recipe, set_).to_yaml(), end="")
+    if schema and (recipe or set_):
+        raise RewardtuneError("--schema describes every recipe: give it no RECIPE or --set")
+    print(json_schema() if schema else load_config(recipe, set_).to_yaml(), end="")
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="The new recipe's name (writes NAME.yaml here).")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Start from this recipe (default: the default).")
+    ] = None,
+) -> None:
+    """Write a commented starter recipe into the current folder (never overwrites)."""
+    from rewardtune.config import starter_recipe
+
+    path = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if path.exists():
+        raise RewardtuneError(f"{path} already exists; choose another name or remove it first")
+    path.write_text(starter_recipe(from_, path.name))
+    console.print(f"wrote {path}; train it with: rewardtune train {path}", highlight=False)
 
 
 @app.command()
@@ -135,6 +165,7 @@ def train(
         trainer.run = run if resume is not None else RunDir.create(path, cfg.to_yaml(), overwrite)
     trainer.run_path = path
     accelerator.wait_for_everyone()
+    _start_trackers(accelerator, cfg, path)
     if resume is not None:
         trainer.load_checkpoint(checkpoint)
         if trainer.run is not None:
@@ -160,6 +191,7 @@ def train(
     )
     if trainer.run is not None:
         _write_run_info(trainer, wall)
+        _write_model_card(path)
     if cfg.eval.enabled:
         _evaluate_and_report(trainer, path)  # every rank samples its share of the prompts
     accelerator.end_training()
@@ -189,13 +221,18 @@ def _write_run_info(trainer, wall_time_s: float) -> None:
 def _accelerator(cfg, path: Path):
     from rewardtune.distributed import make_accelerator
 
-    trackers = [t for t in cfg.run.trackers if t != "jsonl"]
+    return make_accelerator([t for t in cfg.run.trackers if t != "jsonl"], str(path))
+
+
+def _start_trackers(accelerator, cfg, path: Path) -> None:
+    from rewardtune.distributed import start_trackers
+
     flat = {
         k: v
         for k, v in _flatten(cfg.public_dump()).items()
         if isinstance(v, int | float | str | bool)
     }
-    return make_accelerator(trackers, str(path), flat)
+    start_trackers(accelerator, flat, str(path))
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:
@@ -275,6 +312,17 @@ def _evaluate_and_report(trainer, path: Path) -> None:
         print_summary(summary, console)
         html, md = write_report(path)
         console.print(f"report: {html}  {md}", markup=False, highlight=False)
+        _write_model_card(path)
+
+
+def _write_model_card(run_dir: Path, folder: Path | None = None, merged: bool = False) -> None:
+    """README.md for final/ or a merge of it (not of a checkpoint: a card describes final/)."""
+    from rewardtune.report.model_card import run_root, write_model_card
+
+    if run_root(run_dir) is None:
+        return
+    card = write_model_card(run_dir, folder, merged)
+    console.print(f"model card: {card}", markup=False, highlight=False)
 
 
 @app.command()
@@ -301,6 +349,8 @@ def evaluate(
     )
     if summary:  # rank 0 under several processes
         print_summary(summary, console)
+        if checkpoint is None:  # the card's before/after table is final/'s
+            _write_model_card(run_dir)
 
 
 @app.command()
@@ -312,6 +362,21 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     RunDir.open_existing(run_dir)
     html, md = write_report(run_dir)
     console.print(f"report: {html}  {md}", markup=False, highlight=False)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories.")],
+    out: Annotated[Path, typer.Option(help="Folder for compare.html and compare.md.")],
+) -> None:
+    """Compare runs: curves overlaid, evaluations side by side, paired after-differences."""
+    from rewardtune.report.compare import write_compare
+    from rewardtune.runs.rundir import RunDir
+
+    for run in runs:
+        RunDir.open_existing(run)
+    html, md = write_compare(runs, out)
+    console.print(f"comparison: {html}  {md}", markup=False, highlight=False)
 
 
 @app.command()
@@ -355,6 +420,7 @@ def merge(
 
     _quiet_libraries()
     merge_run(run_dir, out_dir)
+    _write_model_card(run_dir, out_dir, merged=True)
     console.print(f"merged model written to {out_dir}", markup=False, highlight=False)
 
 

@@ -5,6 +5,7 @@ Validated once here, at the edge; everything below receives these objects and tr
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -414,3 +415,27 @@ def load_config(recipe: str | None = None, overrides: list[str] | None = None) -
         key, value = parse_override(text)
         apply_override(data, key, value)
     return validate(data, f"recipe {path.name}")
+
+
+# --- for editors and new recipes -----------------------------------------------------
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schema() -> str:
+    """The recipe format as JSON Schema (pydantic's), for editors' YAML completion."""
+    schema = {"$schema": SCHEMA_DIALECT} | Config.model_json_schema()
+    return json.dumps(schema | {"title": "rewardtune recipe"}, indent=2) + "\n"
+
+
+def starter_recipe(source: str | None, file_name: str) -> str:
+    """A shipped recipe's text (comments kept) under a header saying how to use it."""
+    path = recipe_path(source)
+    header = (
+        f"# {file_name}: a rewardtune recipe, started from {path.stem}.\n"
+        "# Every key has a default (docs/config.md); `rewardtune config THIS_FILE` prints it\n"
+        "# resolved. Completion in VS Code: `rewardtune config --schema > rewardtune.schema.json`,\n"
+        "# then put `# yaml-language-server: $schema=rewardtune.schema.json` on the first line.\n"
+        "#\n"
+    )
+    return header + path.read_text()

@@ -21,19 +21,45 @@ from rewardtune.types import RewardtuneError
 log = logging.getLogger("rewardtune")
 
 
-def make_accelerator(
-    trackers: list[str] | None = None, project_dir: str | None = None, config: dict | None = None
-):
-    """The one ``Accelerator`` of a process: CPU when there is no CUDA; trackers (tensorboard,
-    wandb) started with the flattened ``config`` when asked for."""
+def make_accelerator(trackers: list[str] | None = None, project_dir: str | None = None):
+    """The one ``Accelerator`` of a process: CPU when there is no CUDA; ``trackers``
+    (tensorboard, wandb) are started later by ``start_trackers``, once the run directory
+    exists (TensorBoard writes into it)."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(
+    return Accelerator(
         cpu=not torch.cuda.is_available(), log_with=trackers or None, project_dir=project_dir
     )
-    if trackers:
-        accelerator.init_trackers("rewardtune", config=config or {})
-    return accelerator
+
+
+def start_trackers(accelerator, config: dict, run_dir: str) -> None:
+    """Open the trackers asked for with the flattened ``config``: TensorBoard event files in
+    ``RUN_DIR/rewardtune/``, the W&B run folder in ``RUN_DIR/wandb/`` (WANDB_MODE=offline
+    works)."""
+    if accelerator.log_with:
+        kwargs = {"wandb": {"dir": run_dir}}
+        accelerator.init_trackers("rewardtune", config=config, init_kwargs=kwargs)
+
+
+def log_table(accelerator, name: str, columns: list[str], rows: list[list], step: int) -> None:
+    """A table of samples for one step, as classic TRL logged it: a W&B ``Table``, and
+    TensorBoard text (a Markdown table). Only the main process holds trackers."""
+    if not accelerator.is_main_process:
+        return
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            tracker.log_table(name, columns=columns, data=rows, step=step)
+        elif tracker.name == "tensorboard":
+            tracker.writer.add_text(name, _markdown_table(columns, rows), global_step=step)
+            tracker.writer.flush()
+
+
+def _markdown_table(columns: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        return " ".join(str(value).replace("|", "\\|").split())
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
 def process_state():

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rewardtune import stats
 from rewardtune.config import Config, load_config
 from rewardtune.core.tensors import sequence_sum
 from rewardtune.data.prompts import (
@@ -26,13 +27,12 @@ from rewardtune.data.prompts import (
     tokenize_prompt,
 )
 from rewardtune.distributed import full_parameters, gather_objects, process_state, strided_share
-from rewardtune.evaluation import stats
-from rewardtune.evaluation.stats import cluster_bootstrap_ci, compare, distinct_n, improvement
 from rewardtune.models import Policy, load_policy
 from rewardtune.rewards import build_reward, build_scorer, build_toxicity, call_with_retries
 from rewardtune.runs.checkpoint import EVAL_FILES, checkpoint_problem, load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, RunDir, write_atomic
 from rewardtune.sampling import rollout as rollout_lib
+from rewardtune.stats import cluster_bootstrap_ci, compare, distinct_n, improvement
 from rewardtune.text import printable
 from rewardtune.types import EvalRow, Prompt, RewardtuneError
 

@@ -38,6 +38,7 @@ from rewardtune.runs import checkpoint
 from rewardtune.runs.rundir import CHECKPOINTS, METRICS, SAMPLES, RunDir
 from rewardtune.sampling import rollout as rollout_lib
 from rewardtune.training.signals import Interrupted, graceful_interrupt
+from rewardtune.training.summary import summary_html, summary_text
 from rewardtune.types import Prompt, PromptBatch, RewardtuneError, Rollout, StepStats
 
 
@@ -101,6 +102,14 @@ class PPOTrainer:
         self._sampled: tuple | None = None  # the last generate(): its logprobs and values
         self.sampler = rollout_lib.Sampler()  # engine state (CUDA graphs) lives across steps
         self.parameters = count_parameters(self.policy)
+        self.last_stats: dict[str, float] = {}  # the last step()'s stats
+
+    def summary(self) -> str:
+        """Model, reward, steps done and the last step's headline stats, as text."""
+        return summary_text(self)
+
+    def _repr_html_(self) -> str:  # Jupyter shows the summary as a table
+        return summary_html(self)
 
     # -- the classic API -------------------------------------------------------------
 
@@ -254,7 +263,8 @@ class PPOTrainer:
         self._timings = {}
         self.step_count += 1
         self._check_kl(mean_kl)
-        return stats.to_dict()
+        self.last_stats = stats.to_dict()
+        return dict(self.last_stats)
 
     def log_stats(
         self,
@@ -283,6 +293,10 @@ class PPOTrainer:
                     ]
                 ]
                 self.run.append(SAMPLES, rows)
+                table = [[r["prompt"], r["response"], r["reward"]] for r in rows]
+                distributed.log_table(
+                    self.accelerator, "samples", ["prompt", "response", "reward"], table, step
+                )
         if self.accelerator.trackers:
             self.accelerator.log({k: v for k, v in stats.items() if _is_number(v)}, step=step)
 

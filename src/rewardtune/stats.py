@@ -1,4 +1,6 @@
-"""The statistics of an evaluation with several samples per prompt, as pure numpy functions.
+"""Statistics of evaluations, shared by evaluation and the reports: pure numpy functions.
+
+An evaluation with several samples per prompt
 
 Samples of one prompt are not independent (they share the prompt), so intervals resample
 prompts — *clusters* — not samples: ``clusters[i]`` is the prompt of sample i. The

@@ -1,0 +1,263 @@
+"""``rewardtune compare``: several runs side by side in ``compare.html`` and ``compare.md``.
+
+Training curves overlaid, every run's before/after table side by side, and, where the runs
+were evaluated on the same prompts with the same seed and lengths, the paired difference
+between their "after" scores (each run against the first) with a bootstrap 95% interval.
+The page is built from the report's blocks, so it is self-contained like ``report.html``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from rewardtune.report.report import (
+    Block,
+    Cell,
+    Heading,
+    Para,
+    Plot,
+    RunData,
+    Table,
+    _duration,
+    _has,
+    _num,
+    _png,
+    _reward_term,
+    _series,
+    _sort_key,
+    _tone,
+    _verdict,
+    load_run,
+    render_html,
+    render_markdown,
+)
+from rewardtune.runs.rundir import write_atomic
+from rewardtune.stats import cluster_bootstrap_ci
+from rewardtune.types import RewardtuneError
+
+COMPARE_HTML, COMPARE_MD = "compare.html", "compare.md"
+CURVES = [  # (panel title, stat)
+    ("Reward (mean)", "env/reward_mean"),
+    ("KL to reference", "objective/kl"),
+    ("Entropy", "objective/entropy"),
+    ("Throughput (samples/s)", "throughput/samples_per_s"),
+]
+# what must match for the "after" columns of two runs to pair prompt by prompt
+PAIRING = ("checkpoint", "n_prompts", "seed", "max_new_tokens")
+
+
+@dataclass
+class NamedRun:
+    name: str
+    data: RunData
+
+
+def write_compare(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``compare.html`` and ``compare.md`` into ``out_dir``; returns their paths.
+
+    Refuses (``RewardtuneError``) runs that were all evaluated but not in the same way.
+    """
+    if len(run_dirs) < 2:
+        raise RewardtuneError("compare needs at least two run directories")
+    runs = [
+        NamedRun(_name(path, i, run_dirs), load_run(Path(path))) for i, path in enumerate(run_dirs)
+    ]
+    paired = _pairable(runs)
+    blocks = [*runs_section(runs), *curves_section(runs), *evaluation_section(runs)]
+    blocks += paired_section(runs) if paired else [Heading("Paired difference"), _unpaired_note()]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = "rewardtune compare: " + " vs ".join(r.name for r in runs)
+    subtitle = f"{len(runs)} runs; the first is the baseline of the paired differences"
+    html_path, md_path = out_dir / COMPARE_HTML, out_dir / COMPARE_MD
+    write_atomic(html_path, render_html(title, subtitle, blocks))
+    write_atomic(md_path, render_markdown(title, subtitle, blocks))
+    return html_path, md_path
+
+
+def _name(path: Path, index: int, paths: list[Path]) -> str:
+    name = Path(path).resolve().name
+    same = [p for p in paths if Path(p).resolve().name == name]
+    return f"{name} ({index + 1})" if len(same) > 1 else name
+
+
+def _pairable(runs: list[NamedRun]) -> bool:
+    """True when every run was evaluated the same way; False when some run was not
+    evaluated; a ``RewardtuneError`` naming the difference otherwise."""
+    if any(not r.data.eval_summary or not r.data.eval_rows for r in runs):
+        return False
+    first = runs[0]
+    for other in runs[1:]:
+        for key in PAIRING:
+            a, b = first.data.eval_summary.get(key), other.data.eval_summary.get(key)
+            if a != b:
+                raise RewardtuneError(_refusal(first.name, other.name, f"{key} {a} vs {b}"))
+        if _prompts(first) != _prompts(other):
+            raise RewardtuneError(_refusal(first.name, other.name, "different held-out prompts"))
+    return True
+
+
+def _refusal(a: str, b: str, why: str) -> str:
+    return (
+        f"runs {a} and {b} were evaluated differently ({why}); the paired difference needs the "
+        "same prompts, seed and lengths: re-run `rewardtune evaluate` on both with the same "
+        "--prompts (and eval settings)"
+    )
+
+
+def _prompts(run: NamedRun) -> list[str]:
+    return [row.get("prompt") for row in run.data.eval_rows]
+
+
+def _unpaired_note() -> Para:
+    text = "Not every run has been evaluated (eval.json); run `rewardtune evaluate` on each."
+    return Para(text, note=True)
+
+
+# --- sections ------------------------------------------------------------------------
+
+
+def runs_section(runs: list[NamedRun]) -> list[Block]:
+    columns = ["run", "recipe", "model", "reward", "steps", "learning rate", "KL coef", "wall time"]
+    rows = []
+    for run in runs:
+        cfg, info = run.data.config, run.data.run_info or {}
+        ppo = cfg.get("ppo") or {}
+        rows.append(
+            [
+                Cell(run.name),
+                Cell(str(cfg.get("recipe", "?"))),
+                Cell(str((cfg.get("model") or {}).get("name", "?"))),
+                Cell(" + ".join(_reward_term(t) for t in cfg.get("reward") or [])),
+                Cell(f"{info.get('steps_done', len(run.data.metrics))} of {ppo.get('steps', '?')}"),
+                Cell(str(ppo.get("learning_rate", "?"))),
+                Cell(str(ppo.get("init_kl_coef", "?"))),
+                Cell(_duration(info.get("wall_time_s"))),
+            ]
+        )
+    return [Heading("Runs"), Table(columns, rows, table_id="runs")]
+
+
+def curves_figure(runs: list[NamedRun]) -> bytes | None:
+    """One panel per stat in ``CURVES`` that some run logged, one line per run."""
+    panels = [(t, k) for t, k in CURVES if any(_has(_series(r.data.metrics, k)) for r in runs)]
+    if not panels:
+        return None
+    fig = Figure(figsize=(8.4, 3.1 * math.ceil(len(panels) / 2)), layout="constrained")
+    for i, (title, key) in enumerate(panels):
+        ax = fig.add_subplot(math.ceil(len(panels) / 2), 2, i + 1)
+        for run in runs:
+            steps = _series(run.data.metrics, "step")
+            ax.plot(steps, _series(run.data.metrics, key), label=run.name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def curves_section(runs: list[NamedRun]) -> list[Block]:
+    png = curves_figure(runs)
+    if png is None:
+        return [Heading("Training curves"), Para("No run has training metrics.", note=True)]
+    alt = "Reward, KL, entropy and throughput per step, one line per run"
+    return [Heading("Training curves"), Plot(png, alt)]
+
+
+def evaluation_section(runs: list[NamedRun]) -> list[Block]:
+    """Every run's before/after/difference per metric, side by side."""
+    evaluated = [r for r in runs if r.data.eval_summary]
+    if not evaluated:
+        return [Heading("Evaluation"), _unpaired_note()]
+    names = list(dict.fromkeys(m["name"] for r in evaluated for m in _metrics(r)))
+    columns = ["metric"]
+    for run in evaluated:
+        columns += [f"{run.name}: before", f"{run.name}: after", f"{run.name}: after − before"]
+    rows = [[Cell(name), *(c for r in evaluated for c in _metric_cells(r, name))] for name in names]
+    numeric = set(range(1, len(columns)))
+    return [Heading("Evaluation"), Table(columns, rows, table_id="evaluation", numeric=numeric)]
+
+
+def _metrics(run: NamedRun) -> list[dict]:
+    return (run.data.eval_summary or {}).get("metrics", [])
+
+
+def _metric_cells(run: NamedRun, name: str) -> list[Cell]:
+    metric = next((m for m in _metrics(run) if m.get("name") == name), None)
+    if metric is None:
+        return [Cell("n/a"), Cell("n/a"), Cell("n/a")]
+    before, after = metric.get("before") or {}, metric.get("after") or {}
+    low, high = (metric.get("ci") or [None, None])[:2]
+    diff = f"{_num(metric.get('diff'), True)} [{_num(low, True)}, {_num(high, True)}]"
+    return [
+        Cell(_num(before.get("mean")), sort=_sort_key(before.get("mean"))),
+        Cell(_num(after.get("mean")), sort=_sort_key(after.get("mean"))),
+        Cell(diff, _tone(metric), sort=_sort_key(metric.get("diff"))),
+    ]
+
+
+def paired_section(runs: list[NamedRun]) -> list[Block]:
+    base = runs[0]
+    summary = base.data.eval_summary
+    text = (
+        f"Each run's after scores minus {base.name}'s, prompt by prompt on the same "
+        f"{summary.get('n_prompts')} held-out prompts (seed {summary.get('seed')}); 95% CI from "
+        f"{summary.get('bootstrap')} bootstrap resamples. n.s.: the CI includes zero."
+    )
+    blocks: list[Block] = [Heading("Paired difference"), Para(text)]
+    for other in runs[1:]:
+        blocks += [Heading(f"{other.name} − {base.name}", 3), paired_table(base, other)]
+    return blocks
+
+
+def paired_table(base: NamedRun, other: NamedRun) -> Table:
+    n, seed = base.data.eval_summary.get("bootstrap", 1000), base.data.eval_summary.get("seed", 0)
+    better = {m["name"]: m.get("higher_is_better") for m in _metrics(base)}
+    rows = []
+    for name in _common_scores(base, other):
+        a, b = _after(base, name), _after(other, name)
+        low, high = cluster_bootstrap_ci(b - a, _prompt_ids(base), n, seed)
+        metric = {
+            "higher_is_better": better.get(name),
+            "diff": float(np.mean(b - a)),
+            "ci_includes_zero": bool(low <= 0.0 <= high),
+        }
+        rows.append(
+            [
+                Cell(name),
+                Cell(_num(float(a.mean()))),
+                Cell(_num(float(b.mean()))),
+                Cell(_num(metric["diff"], True), _tone(metric), sort=metric["diff"]),
+                Cell(f"[{_num(low, True)}, {_num(high, True)}]"),
+                Cell(_verdict(metric), f"verdict {_tone(metric)}".strip()),
+            ]
+        )
+    columns = [
+        "score",
+        f"{base.name} after",
+        f"{other.name} after",
+        "difference",
+        "95% CI",
+        "verdict",
+    ]
+    return Table(columns, rows, numeric={1, 2, 3}, compact=True)
+
+
+def _common_scores(base: NamedRun, other: NamedRun) -> list[str]:
+    first = base.data.eval_rows[0].get("scores_after", {})
+    return [k for k in first if k in other.data.eval_rows[0].get("scores_after", {})]
+
+
+def _after(run: NamedRun, name: str) -> np.ndarray:
+    return _series([row.get("scores_after", {}) for row in run.data.eval_rows], name)
+
+
+def _prompt_ids(run: NamedRun) -> list:
+    """The prompt of each eval row: samples of one prompt are resampled together."""
+    return [row.get("prompt_id", i) for i, row in enumerate(run.data.eval_rows)]
