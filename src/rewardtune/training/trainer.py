@@ -167,9 +167,9 @@ class PPOTrainer:
         """One PPO step on given (query, response, score) triples; returns the stats."""
         start = time.perf_counter()
         scores = self._validate_scores(scores, len(responses))
-        queries, responses, scores, skipped = self._drop_nonfinite(queries, responses, scores)
+        scores, valid, skipped = self._mask_nonfinite(scores)
         # 1. old logprobs, values and reference logprobs in batched forwards
-        rollout = self._score(queries, responses)
+        rollout = self._exclude(self._score(queries, responses), valid)
         t_scored = time.perf_counter()
         self._check_finite("logprobs", rollout.logprobs, rollout.ref_logprobs)
         # 2. sequence scores -> per-token rewards with the KL penalty
@@ -178,8 +178,9 @@ class PPOTrainer:
             scores.to(rollout.values.device), self.ppo.reward_scale, self.ppo.reward_clip
         )
         mask = rollout.response_mask
-        kl = core.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo.kl_estimator) * mask
-        rewards, non_score = core.shape_rewards(scores, kl, self.kl_coef, mask)
+        kl = core.kl_penalty(rollout.logprobs, rollout.ref_logprobs, "kl") * mask
+        penalty = core.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.ppo.kl_estimator)
+        rewards, non_score = core.shape_rewards(scores, penalty * mask, self.kl_coef, mask)
         if self.ppo.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
         # 3. advantages and returns
@@ -187,8 +188,8 @@ class PPOTrainer:
         advantages = masked_whiten(advantages, mask)
         # 4. minibatch epochs
         update = self._update(rollout, advantages, returns)
-        # 5. KL controller
-        mean_kl = self._global_mean(sequence_sum(kl, mask))
+        # 5. KL controller, on summed k1 whatever estimator shapes the penalty
+        mean_kl = self._global_mean(sequence_sum(kl, mask), valid)
         if self.ppo.adaptive_kl:
             self.kl_coef = core.adaptive_kl_update(
                 self.kl_coef, mean_kl, self.ppo.target_kl, self.ppo.batch_size, self.ppo.horizon
@@ -200,22 +201,24 @@ class PPOTrainer:
             self._timings.get("rollout", 0.0) + self._timings.get("reward", 0.0) + end - t_scored
         )
         n_samples = len(responses) * self.world
-        n_tokens = self._global_mean(mask.sum(1).float()) * n_samples
+        n_tokens = self._global_mean(mask.sum(1).float(), valid) * n_samples
         all_scores = self.accelerator.gather(
             raw_scores.float().contiguous().to(self.accelerator.device)
         )
+        all_scores = all_scores[torch.isfinite(all_scores)]
         stats = StepStats(
             kl=mean_kl,
+            kl_penalty=self._global_mean(sequence_sum(penalty, mask), valid),
             kl_coef=self.kl_coef,
-            entropy=self._global_mean(-sequence_sum(rollout.logprobs, mask)),
+            entropy=self._global_mean(-sequence_sum(rollout.logprobs, mask), valid),
             reward_mean=float(all_scores.mean()),
             reward_std=float(all_scores.std()) if len(all_scores) > 1 else 0.0,
-            score_mean=self._global_mean(sequence_sum(rewards, mask)),
+            score_mean=self._global_mean(sequence_sum(rewards, mask), valid),
             returns_mean=float(masked_mean(returns, mask)),
             advantages_mean=float(masked_mean(advantages, mask)),
             vpred=float(masked_mean(rollout.values, mask)),
             explained_variance=core.explained_variance(rollout.values, returns, mask),
-            response_length=self._global_mean(mask.sum(1).float()),
+            response_length=self._global_mean(mask.sum(1).float(), valid),
             skipped_nonfinite=skipped,
             time_rollout=self._timings.get("rollout", 0.0),
             time_reward=self._timings.get("reward", 0.0),
@@ -224,7 +227,9 @@ class PPOTrainer:
             tokens_per_s=n_tokens / seconds,
             **update,
         )
-        stats.extra["objective/non_score_reward"] = self._global_mean(sequence_sum(non_score, mask))
+        stats.extra["objective/non_score_reward"] = self._global_mean(
+            sequence_sum(non_score, mask), valid
+        )
         self._timings = {}
         self.step_count += 1
         self._check_kl(mean_kl)
@@ -316,26 +321,31 @@ class PPOTrainer:
             scores = [float(s.item()) if torch.is_tensor(s) else s for s in scores]
         return torch.tensor(check_scores("scores", scores, n), dtype=torch.float32)
 
-    def _drop_nonfinite(self, queries, responses, scores: torch.Tensor):
-        bad = ~torch.isfinite(scores)
-        if not bad.any():
-            return list(queries), list(responses), scores, 0
-        if not self.ppo.skip_nonfinite_rewards:
+    def _mask_nonfinite(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """NaN/Inf scores stop the run, or (``ppo.skip_nonfinite_rewards``) their samples stay
+        in the batch with every token masked out of the loss and the stats: each process
+        keeps the same number of samples, minibatches and gathered lengths. Returns (scores
+        with 0 for the bad ones, valid (B,), how many were bad on all processes)."""
+        valid = torch.isfinite(scores)
+        total = len(scores) * self.world
+        n_bad = round(self._global_mean((~valid).float()) * total)
+        if n_bad and not self.ppo.skip_nonfinite_rewards:
             raise NonFiniteError(
-                f"step {self.step_count}: reward returned {int(bad.sum())} non-finite score(s) "
+                f"step {self.step_count}: reward returned {n_bad} non-finite score(s) "
                 "(NaN/Inf); fix the reward or set ppo.skip_nonfinite_rewards=true"
             )
-        keep = (~bad).nonzero().flatten().tolist()
-        if not keep:
+        if n_bad == total:
             raise NonFiniteError(
                 f"step {self.step_count}: every reward score is NaN/Inf; nothing to train on"
             )
-        return (
-            [queries[i] for i in keep],
-            [responses[i] for i in keep],
-            scores[keep],
-            int(bad.sum()),
-        )
+        return torch.where(valid, scores, torch.zeros_like(scores)), valid, n_bad
+
+    @staticmethod
+    def _exclude(rollout: Rollout, valid: torch.Tensor) -> Rollout:
+        """Masks the response tokens of samples that are not ``valid`` (B,) out of everything."""
+        if not valid.all():
+            rollout.response_mask = rollout.response_mask * valid.to(rollout.response_mask)[:, None]
+        return rollout
 
     def _score(self, queries: list[torch.Tensor], responses: list[torch.Tensor]) -> Rollout:
         queries = [q.detach().cpu().long() for q in queries]
@@ -363,9 +373,8 @@ class PPOTrainer:
         return sampled if same else None
 
     def _update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
-        """``ppo_epochs`` passes over shuffled minibatches of this process's samples."""
-        n = len(rollout)
-        mini = max(1, self.ppo.mini_batch_size // self.world)
+        """``ppo_epochs`` passes over shuffled minibatches of this process's samples, without
+        dropout (as sampling): until the weights move, the ratio is exactly 1."""
         data = {
             "query_ids": rollout.query_ids,
             "query_mask": rollout.query_mask,
@@ -377,18 +386,41 @@ class PPOTrainer:
             "returns": returns,
         }
         totals: dict[str, list[float]] = {}
+        skipped, stopped = 0, False
+        with rollout_lib.eval_mode(self.model):
+            for batch in self._minibatches(data, len(rollout)):
+                stats = self._minibatch_step(batch)
+                skipped += int(stats.pop("skipped"))
+                for key, value in stats.items():
+                    totals.setdefault(key, []).append(value)
+                if self._stop_early(stats["approxkl"]):
+                    stopped = True
+                    break
+        means = {key: self._global_mean(torch.tensor(values)) for key, values in totals.items()}
+        return means | {"early_stopped": float(stopped), "skipped_minibatches": skipped}
+
+    def _minibatches(self, data: dict, n: int) -> Iterator[dict]:
+        """Every epoch, this process's samples in a new order, ``mini_batch_size / world`` at a time."""
+        mini = max(1, self.ppo.mini_batch_size // self.world)
         generator = torch.Generator().manual_seed(self.ppo.seed + self.step_count)
-        self.model.train()
         for _ in range(self.ppo.ppo_epochs):
             order = torch.randperm(n, generator=generator)
             for index in order.split(mini):
-                batch = rollout_lib.trim_padding(
-                    {k: v[index.to(v.device)] for k, v in data.items()}
-                )
-                for key, value in self._minibatch_step(batch).items():
-                    totals.setdefault(key, []).append(value)
-        self.model.eval()
-        return {key: self._global_mean(torch.tensor(values)) for key, values in totals.items()}
+                yield rollout_lib.trim_padding({k: v[index.to(v.device)] for k, v in data.items()})
+
+    def _stop_early(self, approxkl: float) -> bool:
+        """``ppo.early_stopping``: decided on the mean over processes, so all stop together."""
+        if not self.ppo.early_stopping:
+            return False
+        mean = self._global_mean(torch.tensor([approxkl]))
+        return core.should_stop_early(mean, self.ppo.target_kl_early)
+
+    def _skip_minibatch(self, logprobs, old_logprobs, mask) -> bool:
+        """``ppo.ratio_threshold``: decided on the mean over processes, so all skip together."""
+        if self.ppo.ratio_threshold is None:
+            return False
+        ratio = self._global_mean(core.mean_ratio(logprobs.detach(), old_logprobs, mask))
+        return core.should_skip_minibatch(ratio, self.ppo.ratio_threshold)
 
     def _minibatch_step(self, batch: dict) -> dict[str, float]:
         mask = batch["response_mask"]
@@ -404,10 +436,8 @@ class PPOTrainer:
         )
         loss = pg_loss + self.ppo.vf_coef * vf_loss
         self._check_finite("loss", loss)
-        self.accelerator.backward(loss)
-        grad_norm = self._clip_gradients()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        skip = self._skip_minibatch(logprobs, batch["old_logprobs"], mask)
+        grad_norm = 0.0 if skip else self._optimizer_step(loss)
         return {
             "policy_loss": pg_loss.item(),
             "value_loss": vf_loss.item(),
@@ -416,7 +446,16 @@ class PPOTrainer:
             "approxkl": approxkl.item(),
             "value_clipfrac": vf_clipfrac.item(),
             "grad_norm": grad_norm,
+            "skipped": float(skip),
         }
+
+    def _optimizer_step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, step; returns the gradient norm."""
+        self.accelerator.backward(loss)
+        grad_norm = self._clip_gradients()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
     def _clip_gradients(self) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -460,12 +499,15 @@ class PPOTrainer:
             return flag
         return self._global_mean(torch.tensor([float(flag)])) > 0
 
-    def _global_mean(self, values: torch.Tensor) -> float:
-        """Mean over every process's values (each process holds an equal share)."""
-        values = values.detach().float().reshape(-1).to(self.accelerator.device)
+    def _global_mean(self, values: torch.Tensor, valid: torch.Tensor | None = None) -> float:
+        """Mean over every process's values, leaving out those where ``valid`` is False."""
+        device = self.accelerator.device
+        values = values.detach().float().reshape(-1).to(device)
+        keep = torch.ones_like(values) if valid is None else valid.reshape(-1).to(values)
+        totals = torch.stack([torch.where(keep > 0, values, 0.0).sum(), keep.sum()])
         if self.world > 1:
-            values = self.accelerator.gather(values.mean().reshape(1))
-        return float(values.mean()) if values.numel() else 0.0
+            totals = self.accelerator.gather(totals.reshape(1, 2)).sum(0)
+        return float(totals[0] / totals[1]) if totals[1] > 0 else 0.0
 
     # -- checkpoints -----------------------------------------------------------------
 
