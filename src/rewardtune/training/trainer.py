@@ -167,7 +167,7 @@ class PPOTrainer:
         """One PPO step on given (query, response, score) triples; returns the stats."""
         start = time.perf_counter()
         scores = self._validate_scores(scores, len(responses))
-        scores, valid, skipped = self._mask_nonfinite(scores)
+        valid, skipped = self._mask_nonfinite(scores)
         # 1. old logprobs, values and reference logprobs in batched forwards
         rollout = self._exclude(self._score(queries, responses), valid)
         t_scored = time.perf_counter()
@@ -175,7 +175,9 @@ class PPOTrainer:
         # 2. sequence scores -> per-token rewards with the KL penalty
         raw_scores = scores  # env/reward_* report what the reward said, before scaling
         scores = core.scale_scores(
-            scores.to(rollout.values.device), self.ppo.reward_scale, self.ppo.reward_clip
+            torch.where(valid, scores, 0.0).to(rollout.values.device),
+            self.ppo.reward_scale,
+            self.ppo.reward_clip,
         )
         mask = rollout.response_mask
         kl = core.kl_penalty(rollout.logprobs, rollout.ref_logprobs, "kl") * mask
@@ -321,11 +323,11 @@ class PPOTrainer:
             scores = [float(s.item()) if torch.is_tensor(s) else s for s in scores]
         return torch.tensor(check_scores("scores", scores, n), dtype=torch.float32)
 
-    def _mask_nonfinite(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _mask_nonfinite(self, scores: torch.Tensor) -> tuple[torch.Tensor, int]:
         """NaN/Inf scores stop the run, or (``ppo.skip_nonfinite_rewards``) their samples stay
         in the batch with every token masked out of the loss and the stats: each process
-        keeps the same number of samples, minibatches and gathered lengths. Returns (scores
-        with 0 for the bad ones, valid (B,), how many were bad on all processes)."""
+        keeps the same number of samples, minibatches and gathered lengths. Returns (valid
+        (B,), how many were bad on all processes)."""
         valid = torch.isfinite(scores)
         total = len(scores) * self.world
         n_bad = round(self._global_mean((~valid).float()) * total)
@@ -338,7 +340,7 @@ class PPOTrainer:
             raise NonFiniteError(
                 f"step {self.step_count}: every reward score is NaN/Inf; nothing to train on"
             )
-        return torch.where(valid, scores, torch.zeros_like(scores)), valid, n_bad
+        return valid, n_bad
 
     @staticmethod
     def _exclude(rollout: Rollout, valid: torch.Tensor) -> Rollout:
