@@ -125,3 +125,19 @@ def test_evaluation_before_is_base_plus_the_starting_adapter_and_says_so(
     # "before" samples from base + adapter: the KL of "after" to it is small, not the
     # adapter's whole distance from the base
     assert abs(summary["kl"]["mean"]) < 1.0, summary["kl"]
+
+
+def test_the_cuda_graph_key_sees_the_switch_to_the_reference_adapter(tiny_llama, far_adapter):
+    """A captured decode step replays the adapter it saw: switching the active adapter (the
+    weights stay where they are) must change the key."""
+    from rewardtune.config import ModelConfig
+    from rewardtune.models import load_policy
+    from rewardtune.sampling import fast as decoding
+
+    policy = load_policy(ModelConfig(name=str(tiny_llama), adapter=str(far_adapter)))
+    lm, head = policy.module.lm, policy.module.v_head
+    trained = decoding._weights_key(lm, head)
+    with policy.reference():
+        reference = decoding._weights_key(lm, head)
+    assert reference != trained
+    assert decoding._weights_key(lm, head) == trained

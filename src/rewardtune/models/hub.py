@@ -261,11 +261,18 @@ def adapter_state(lm: nn.Module) -> tuple:
         (
             getattr(m, "disable_adapters", None),
             getattr(m, "merged", None),
-            tuple(getattr(m, "active_adapters", ())),
+            _active_adapters(m),
         )
         for m in lm.modules()
         if hasattr(m, "disable_adapters")
     )
+
+
+def _active_adapters(module: nn.Module) -> tuple:
+    names = getattr(module, "active_adapter", None)
+    if isinstance(names, str):
+        return (names,)
+    return tuple(names) if isinstance(names, list | tuple) else ()
 
 
 def is_bitsandbytes(lm: nn.Module) -> bool:
