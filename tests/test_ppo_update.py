@@ -78,23 +78,29 @@ def test_kl_controller_and_objective_kl_use_summed_k1_whatever_the_penalty_estim
     assert differs, "the two estimates never differed: the test cannot tell them apart"
 
 
-def test_early_stopping_ends_the_epochs_after_the_first_minibatch_over_the_kl_line(
+def test_early_stopping_ends_the_epochs_after_the_first_epoch_over_the_kl_line(
     tmp_path, tiny_llama, prompts_file
 ):
     trainer = make_trainer(
         tmp_path,
         tiny_llama,
         prompts_file,
-        **{"ppo.ppo_epochs": 4, "ppo.early_stopping": True, "ppo.target_kl_early": 1e-9},
+        **{
+            "ppo.ppo_epochs": 3,
+            "ppo.mini_batch_size": 1,
+            "ppo.early_stopping": True,
+            "ppo.target_kl_early": 1e-9,
+        },
     )
     calls = []
     minibatch_step = trainer._minibatch_step
     trainer._minibatch_step = lambda batch: calls.append(1) or minibatch_step(batch)
     stats = run_steps(trainer, 2)
-    # step 0: the first minibatch has ratio 1 (approxkl ~ 0 < 1.5e-9) and moves the weights,
-    # so the second one is over the line: 2 of the 4 epochs x 2 minibatches ran
-    assert stats[0]["ppo/early_stopped"] == 1.0
-    assert len(calls) == 4  # two per step
+    # each step: epoch 1 runs its 4 minibatches; the weights moved after the first, so the
+    # last one's approxkl is over 1.5e-9 and epochs 2 and 3 never run (checked per epoch, as
+    # classic TRL: a per-minibatch check would have stopped after 2)
+    assert [s["ppo/early_stopped"] for s in stats] == [1.0, 1.0]
+    assert len(calls) == 2 * 4
     assert stats[0]["ppo/policy/approxkl"] > 0
 
 

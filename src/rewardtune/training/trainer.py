@@ -390,28 +390,33 @@ class PPOTrainer:
         totals: dict[str, list[float]] = {}
         skipped, stopped = 0, False
         with rollout_lib.eval_mode(self.model):
-            for batch in self._minibatches(data, len(rollout)):
-                stats = self._minibatch_step(batch)
-                skipped += int(stats.pop("skipped"))
-                for key, value in stats.items():
-                    totals.setdefault(key, []).append(value)
+            for epoch in self._epochs(data, len(rollout)):
+                for batch in epoch:
+                    stats = self._minibatch_step(batch)
+                    skipped += int(stats.pop("skipped"))
+                    for key, value in stats.items():
+                        totals.setdefault(key, []).append(value)
                 if self._stop_early(stats["approxkl"]):
                     stopped = True
                     break
         means = {key: self._global_mean(torch.tensor(values)) for key, values in totals.items()}
         return means | {"early_stopped": float(stopped), "skipped_minibatches": skipped}
 
-    def _minibatches(self, data: dict, n: int) -> Iterator[dict]:
-        """Every epoch, this process's samples in a new order, ``mini_batch_size / world`` at a time."""
+    def _epochs(self, data: dict, n: int) -> Iterator[Iterator[dict]]:
+        """``ppo_epochs`` times: this process's samples in a new order, as minibatches of
+        ``mini_batch_size / world``."""
         mini = max(1, self.ppo.mini_batch_size // self.world)
         generator = torch.Generator().manual_seed(self.ppo.seed + self.step_count)
         for _ in range(self.ppo.ppo_epochs):
             order = torch.randperm(n, generator=generator)
-            for index in order.split(mini):
-                yield rollout_lib.trim_padding({k: v[index.to(v.device)] for k, v in data.items()})
+            yield (
+                rollout_lib.trim_padding({k: v[index.to(v.device)] for k, v in data.items()})
+                for index in order.split(mini)
+            )
 
     def _stop_early(self, approxkl: float) -> bool:
-        """``ppo.early_stopping``: decided on the mean over processes, so all stop together."""
+        """``ppo.early_stopping``, checked after each epoch on its last minibatch as classic TRL
+        did; decided on the mean over processes, so all stop together."""
         if not self.ppo.early_stopping:
             return False
         mean = self._global_mean(torch.tensor([approxkl]))
