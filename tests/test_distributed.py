@@ -213,6 +213,36 @@ def test_nan_scores_on_one_rank_are_masked_and_both_ranks_keep_training(
     assert all((rank0[k] == rank1[k]).all() for k in rank0)
 
 
+def test_minibatch_guards_decide_for_both_ranks_together(
+    tmp_path, recipe, tiny_llama, prompts_file
+):
+    """ratio_threshold below 1 skips every minibatch (a forward with no backward under DDP) and
+    early stopping ends the epochs: both decided on the mean over ranks, so neither hangs."""
+    overrides = tiny_overrides(
+        tiny_llama,
+        prompts_file,
+        steps=2,
+        **{"ppo.ppo_epochs": 3, "ppo.ratio_threshold": 0.5, "ppo.early_stopping": "true"},
+    )
+    result = accelerate_launch(
+        "-m",
+        "rewardtune",
+        "train",
+        str(recipe),
+        *set_args(overrides),
+        "--run-dir",
+        "run",
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = metrics(tmp_path / "run")
+    # 4 samples, minibatches of 2 over 2 ranks: 2 per epoch; approxkl stays 0 (nothing moves),
+    # so all 3 epochs run and all 6 minibatches are skipped on both ranks
+    assert [r["ppo/skipped_minibatches"] for r in rows] == [6, 6]
+    assert [r["ppo/early_stopped"] for r in rows] == [0.0, 0.0]
+
+
 def test_resume_with_another_number_of_processes_exits_2_with_one_line(two_process_run, tmp_path):
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(two_process_run / "run"), str(run)], check=True)
