@@ -72,3 +72,23 @@ def test_full_weights_that_do_not_fit_exit_2_naming_the_first_bad_key(full_run, 
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert "does not fit" in last and "c_attention" in last and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("change", ["drop", "reshape"])
+def test_adapter_weights_that_do_not_fit_name_the_first_bad_key(tiny_llama, tmp_path, change):
+    from rewardtune.config import ModelConfig
+    from rewardtune.models import load_policy, trainable_state_dict
+    from rewardtune.runs.checkpoint import WEIGHTS, load_trained_weights
+    from rewardtune.types import RewardtuneError
+
+    policy = load_policy(ModelConfig(name=str(tiny_llama)))
+    state = {k: v.detach().clone() for k, v in trainable_state_dict(policy).items()}
+    key = sorted(k for k in state if "lora_A" in k)[0]
+    if change == "drop":
+        del state[key]
+    else:
+        state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
+    save_file(state, str(tmp_path / WEIGHTS))
+    with pytest.raises(RewardtuneError, match="does not fit") as err:
+        load_trained_weights(policy, tmp_path)
+    assert key.replace("lora_A.weight", "lora_A") in str(err.value), str(err.value)

@@ -37,9 +37,7 @@ def load_trainable_state_dict(
     unknown or of another shape) are a ``RewardtuneError`` naming the first such key."""
     lm = policy.module.lm
     if policy.module.has_adapter:
-        unexpected, missing = load_adapter_state_dict(lm, state)
-        problem = f"unknown key {unexpected[0]}" if unexpected else None
-        problem = problem or (f"missing key {missing[0]}" if missing else None)
+        problem = _load_adapter(lm, state)
     else:
         problem = first_mismatch(lm.state_dict(), state)
         if problem is None:
@@ -49,6 +47,18 @@ def load_trainable_state_dict(
             f"{where} does not fit model {policy.config.name}: {problem} (was it trained with "
             "another model.name or model.lora?)"
         )
+
+
+def _load_adapter(lm, state: dict[str, torch.Tensor]) -> str | None:
+    """Load the trained adapter's weights; the first problem, or None."""
+    try:
+        unexpected, missing = load_adapter_state_dict(lm, state)
+    except RuntimeError as err:  # torch names a reshaped key on a line of its own
+        lines = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        return lines[0] if lines else str(err).splitlines()[0][:200]
+    if unexpected:
+        return f"unknown key {unexpected[0]}"
+    return f"missing key {missing[0]}" if missing else None
 
 
 def first_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
