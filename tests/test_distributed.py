@@ -5,6 +5,7 @@ processes, and the global batch that does not divide."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -173,6 +174,73 @@ def test_resume_with_two_processes_continues_and_evaluates_split_across_them(
     assert [(r["prompt"], r["before"], r["after"]) for r in split] == [
         (r["prompt"], r["before"], r["after"]) for r in single
     ]
+
+
+def test_nan_scores_on_one_rank_are_masked_and_both_ranks_keep_training(
+    tmp_path, tiny_llama, prompts_file
+):
+    recipe = tmp_path / "nan.yaml"
+    reward = {"type": "python", "function": f"{HELPERS / 'rewards.py'}:nan_on_rank1_reward"}
+    recipe.write_text(yaml.safe_dump({"reward": [reward], "eval": {"enabled": False}}))
+    overrides = tiny_overrides(
+        tiny_llama, prompts_file, steps=2, **{"ppo.skip_nonfinite_rewards": "true"}
+    )
+    result = accelerate_launch(
+        str(HELPERS / "dump_params.py"),
+        str(tmp_path),
+        "train",
+        str(recipe),
+        *set_args(overrides),
+        "--run-dir",
+        "run",
+        cwd=tmp_path,
+        env={"RT_SCORES_DIR": str(tmp_path)},
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = metrics(tmp_path / "run")
+    per_rank = [
+        [json.loads(line) for line in (tmp_path / f"scores-rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
+    ]
+    for step, row in enumerate(rows):
+        assert row["env/skipped_nonfinite"] == 1  # counted over both ranks
+        finite = per_rank[0][step] + per_rank[1][step][1:]
+        assert row["env/reward_mean"] == pytest.approx(sum(finite) / 3, abs=1e-6)
+        assert all(math.isfinite(v) for v in row.values() if isinstance(v, float))
+    rank0 = load_file(tmp_path / "params-rank0.safetensors")
+    rank1 = load_file(tmp_path / "params-rank1.safetensors")
+    assert all((rank0[k] == rank1[k]).all() for k in rank0)
+
+
+def test_minibatch_guards_decide_for_both_ranks_together(
+    tmp_path, recipe, tiny_llama, prompts_file
+):
+    """ratio_threshold below 1 skips every minibatch (a forward with no backward under DDP) and
+    early stopping ends the epochs: both decided on the mean over ranks, so neither hangs."""
+    overrides = tiny_overrides(
+        tiny_llama,
+        prompts_file,
+        steps=2,
+        **{"ppo.ppo_epochs": 3, "ppo.ratio_threshold": 0.5, "ppo.early_stopping": "true"},
+    )
+    result = accelerate_launch(
+        "-m",
+        "rewardtune",
+        "train",
+        str(recipe),
+        *set_args(overrides),
+        "--run-dir",
+        "run",
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = metrics(tmp_path / "run")
+    # 4 samples, minibatches of 2 over 2 ranks: 2 per epoch; approxkl stays 0 (nothing moves),
+    # so all 3 epochs run and all 6 minibatches are skipped on both ranks
+    assert [r["ppo/skipped_minibatches"] for r in rows] == [6, 6]
+    assert [r["ppo/early_stopped"] for r in rows] == [0.0, 0.0]
 
 
 def test_resume_with_another_number_of_processes_exits_2_with_one_line(two_process_run, tmp_path):

@@ -248,3 +248,24 @@ def test_one_token_step_traces_as_one_graph_so_a_cuda_graph_can_record_it(policy
         explained = dynamo.explain(step.__call__)(token, mask, positions[:, -1:] + 1)
     reasons = [b.reason for b in explained.break_reasons]
     assert explained.graph_count == 1 and not reasons, reasons
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bfloat16 equivalence runs on a CUDA GPU")
+@pytest.mark.parametrize("engine", ["hf", "fast"])
+def test_bfloat16_sampling_logprobs_match_the_training_forward_within_1e_2(
+    tiny_llama, engine, monkeypatch
+):
+    """In bfloat16 the logprobs kept from sampling become the update's old logprobs: their gap
+    to the training forward must not move the ratio (issue 10: recompute them if > 1e-2)."""
+    policy = load_policy(ModelConfig(name=str(tiny_llama), dtype="bfloat16"), device="cuda")
+    perturb_lora(policy.module.lm)
+    monkeypatch.setattr(decoding, "_graphs", {})
+    hf = sample(policy, "hf", eos=EOS["frequent-eos"], min_new_tokens=2)
+    sampled = sample(policy, engine, eos=EOS["frequent-eos"], min_new_tokens=2)
+    assert [r.tolist() for r in sampled.responses] == [r.tolist() for r in hf.responses]
+    pad = policy.tokenizer.pad_token_id
+    args = (policy.module, policy.reference, queries(policy), sampled.responses, pad, 16)
+    fresh, kept = rollout.score(*args), rollout.score(*args, sampled)
+    gap = float(((kept.logprobs - fresh.logprobs) * fresh.response_mask).abs().max())
+    print(f"bfloat16 {engine}: largest |sampling - training forward| logprob gap {gap:.3e}")
+    assert gap < 1e-2, gap

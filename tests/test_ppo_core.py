@@ -338,6 +338,32 @@ def test_sequence_sum_adds_only_real_tokens_per_response():
     assert_close(tensors.sequence_sum(values, mask), t(3.0, 15.0))
 
 
+# --- guards of the update ----------------------------------------------------------
+
+
+def test_should_stop_early_only_when_approxkl_exceeds_one_and_a_half_times_the_target():
+    # target 0.1: the line is 1.5 * 0.1 = 0.15, and only exceeding it stops (classic TRL)
+    assert not core.should_stop_early(0.10, 0.1)
+    assert not core.should_stop_early(0.15, 0.1)
+    assert core.should_stop_early(0.1501, 0.1)
+    assert not core.should_stop_early(0.0, 1e-9)
+
+
+def test_mean_ratio_averages_pi_over_pi_old_on_real_tokens_only():
+    logprobs = t([[LN2, 0.0, 5.0], [LN3 - 1.0, -2.0, 0.0]])
+    old = t([[0.0, 0.0, 0.0], [-1.0, -2.0, 0.0]])
+    mask = t([[1, 1, 0], [1, 0, 0]])
+    # ratios on real tokens: e^ln2 = 2, e^0 = 1, e^(ln3 - 1 + 1) = 3 -> (2 + 1 + 3) / 3 = 2
+    assert core.mean_ratio(logprobs, old, mask).item() == pytest.approx(2.0, rel=1e-12)
+
+
+def test_should_skip_minibatch_above_the_ratio_threshold_and_never_when_off():
+    assert core.should_skip_minibatch(2.0, 1.5)
+    assert not core.should_skip_minibatch(1.5, 1.5)  # equal is not above
+    assert not core.should_skip_minibatch(0.9, 1.5)
+    assert not core.should_skip_minibatch(1e9, None)
+
+
 def test_explained_variance_of_perfect_critic_is_one():
     returns = t([1.0, 2.0, 4.0, 0.0])
     values = t([1.0, 2.0, 4.0, 50.0])  # wrong only on padding

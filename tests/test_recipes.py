@@ -3,6 +3,7 @@ same architecture (hub names replaced with --set)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -204,9 +205,11 @@ def test_flan_t5_continues_an_existing_adapter_trainable(
     assert lora_a and lora_a[0].shape[0] == 4, "the adapter keeps its own LoRA config (r=4)"
 
 
-def test_tinyllama_qlora_recipe_on_tiny_llama_chat(
+def test_tinyllama_qlora_recipe_with_quantization_off_on_tiny_llama_chat(
     tiny_llama, hate_classifier, dialogsum_file, tmp_path
 ):
+    """The recipe's chat template, EOS and LoRA path, in float32: 4-bit needs CUDA (the test
+    below runs the 4-bit path where a GPU is present)."""
     overrides = run_dialogsum(
         "tinyllama-dialogsum-detox-qlora", tiny_llama, dialogsum_file, hate_classifier, tmp_path
     )
@@ -216,6 +219,21 @@ def test_tinyllama_qlora_recipe_on_tiny_llama_chat(
     assert text.startswith("<|im_start|>user") and text.endswith("<|im_start|>assistant\n")
     im_end = trainer.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end in trainer.eos_ids, "the chat end-of-turn token stops generation"
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
+    reason="4-bit (bitsandbytes NF4) needs a CUDA GPU and bitsandbytes",
+)
+def test_tinyllama_qlora_recipe_in_4bit_on_a_gpu(tiny_llama, hate_classifier, dialogsum_file):
+    overrides = recipe_overrides(
+        "tinyllama-dialogsum-detox-qlora", tiny_llama, dialogsum_file, hate_classifier
+    )
+    overrides["model.quantization"] = "4bit"
+    trainer = one_step_in_process("tinyllama-dialogsum-detox-qlora", overrides)
+    from rewardtune.models.hub import is_bitsandbytes
+
+    assert is_bitsandbytes(trainer.policy.module.lm) and trainer.policy.module.has_adapter
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")

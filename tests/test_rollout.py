@@ -103,3 +103,21 @@ def test_trim_padding_drops_all_pad_columns():
     assert out["query_ids"].tolist() == [[0, 5], [4, 5]]
     assert out["response_ids"].tolist() == [[7, 0], [7, 8]]
     assert out["advantages"].shape == (2, 2)
+
+
+def test_the_transformers_floor_admits_only_versions_where_the_neutral_pinning_holds():
+    """hf_generation_config pins repetition_penalty=1.0, no_repeat_ngram_size=0, ... to neutral
+    values; transformers 4.x replaces a value equal to its global default with the model's own
+    generation_config (so a model's repetition_penalty came back). The floor in pyproject.toml
+    must be a 5.x release no newer than the one these tests run on
+    (test_model_generation_defaults_change_neither_engine checks the pinning itself)."""
+    import re
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    from conftest import ROOT
+
+    text = (ROOT / "pyproject.toml").read_text()
+    floor = Version(re.search(r'"transformers>=([0-9.]+)"', text).group(1))
+    assert Version("5.0") <= floor <= Version(version("transformers")), floor

@@ -212,6 +212,11 @@ class PPOConfig(Section):
     reward_clip: float | None = Field(None, gt=0)
     skip_nonfinite_rewards: bool = False
     max_kl: float | None = Field(None, gt=0)  # stop when objective/kl exceeds this
+    early_stopping: bool = False  # classic TRL: stop the epochs when approxkl > 1.5 target_kl_early
+    target_kl_early: float = Field(1.0, gt=0)
+    ratio_threshold: float | None = Field(
+        None, gt=0
+    )  # skip a minibatch whose mean ratio exceeds it
     steps: int = Field(100, ge=0)
     seed: Seed = 0
     samples_per_prompt: int = Field(1, gt=0)  # k responses per prompt; batch_size counts them

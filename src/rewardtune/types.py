@@ -58,7 +58,8 @@ class Rollout:
 
 # The stats users already plot, named as classic TRL named them.
 STAT_NAMES = {
-    "kl": "objective/kl",
+    "kl": "objective/kl",  # summed k1 (log pi - log pi_ref), what target_kl is defined on
+    "kl_penalty": "objective/kl_penalty",  # summed ppo.kl_estimator, what the reward is shaped by
     "kl_coef": "objective/kl_coef",
     "entropy": "objective/entropy",
     "reward_mean": "env/reward_mean",
@@ -76,6 +77,8 @@ STAT_NAMES = {
     "vpred": "ppo/val/vpred",
     "explained_variance": "ppo/val/var_explained",
     "grad_norm": "ppo/grad_norm",
+    "early_stopped": "ppo/early_stopped",
+    "skipped_minibatches": "ppo/skipped_minibatches",
     "response_length": "tokens/response_len_mean",
     "skipped_nonfinite": "env/skipped_nonfinite",
     "time_rollout": "time/rollout",
@@ -91,6 +94,7 @@ class StepStats:
     """What one PPO step measured; ``to_dict`` gives the names of ARCHITECTURE.md."""
 
     kl: float = 0.0
+    kl_penalty: float = 0.0
     kl_coef: float = 0.0
     entropy: float = 0.0
     reward_mean: float = 0.0
@@ -108,6 +112,8 @@ class StepStats:
     vpred: float | None = None
     explained_variance: float | None = None
     grad_norm: float = 0.0
+    early_stopped: float = 0.0
+    skipped_minibatches: int = 0
     response_length: float = 0.0
     skipped_nonfinite: int = 0
     time_rollout: float = 0.0

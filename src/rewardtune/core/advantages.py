@@ -101,7 +101,7 @@ class Estimator:
 
     name: str = "gae"
     samples_per_prompt: int = 1
-    kl_estimator: str = "kl"  # the per-token KL put in the reward (and in objective/kl)
+    kl_estimator: str = "kl"  # the per-token KL put in the reward (objective/kl_penalty)
     kl_in: str = "reward"  # "loss": k3 in the loss instead (GRPO)
     grpo_scale: bool = True
     gamma: float = 1.0
@@ -121,8 +121,9 @@ class Advantages:
     advantages: torch.Tensor
     returns: torch.Tensor  # the value head's target (GAE); the baselined quantity otherwise
     rewards: torch.Tensor  # per-token rewards: score at the last token + non_score
-    non_score: torch.Tensor  # -beta * KL_t (0 when the KL is in the loss)
-    kl: torch.Tensor  # the per-token KL estimate, for objective/kl and the controller
+    non_score: torch.Tensor  # -beta * penalty_t (0 when the KL is in the loss)
+    kl: torch.Tensor  # the sampled log-ratio k1, for objective/kl and the KL controller
+    penalty: torch.Tensor  # the per-token KL estimate of ``kl_estimator`` in the reward
 
 
 def compute_advantages(
@@ -135,9 +136,10 @@ def compute_advantages(
     kl_coef: float,
 ) -> Advantages:
     """scores (B,) + logprobs, ref_logprobs, values, mask (B, T) -> advantages and returns."""
-    kl = ppo.kl_penalty(logprobs, ref_logprobs, spec.kl_estimator) * mask
+    kl = ppo.kl_penalty(logprobs, ref_logprobs, "kl") * mask
+    penalty = ppo.kl_penalty(logprobs, ref_logprobs, spec.kl_estimator) * mask
     beta = 0.0 if spec.kl_in == "loss" else kl_coef
-    rewards, non_score = ppo.shape_rewards(scores, kl, beta, mask)
+    rewards, non_score = ppo.shape_rewards(scores, penalty, beta, mask)
     if spec.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
     if spec.name == "gae":
@@ -147,7 +149,7 @@ def compute_advantages(
         advantages, returns = reinforce_pp_advantages(rewards, mask, spec.gamma)
     else:
         advantages, returns = _group_advantages(spec, sequence_sum(rewards, mask), mask)
-    return Advantages(advantages, returns, rewards, non_score, kl)
+    return Advantages(advantages, returns, rewards, non_score, kl, penalty)
 
 
 def _group_advantages(

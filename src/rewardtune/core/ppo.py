@@ -146,6 +146,29 @@ def value_loss(
     return loss, clipfrac
 
 
+# --- guards of the update (classic TRL's early stopping and ratio threshold) -------------
+
+EARLY_STOP_FACTOR = 1.5  # classic TRL stops once the KL exceeds its target by over 50%
+
+
+def should_stop_early(approxkl: float, target_kl_early: float) -> bool:
+    """Stop the update's epoch loop: the minibatch's approxkl exceeds 1.5 x ``target_kl_early``."""
+    return approxkl > EARLY_STOP_FACTOR * target_kl_early
+
+
+def mean_ratio(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """E[pi / pi_old] over the real tokens of a minibatch (1 before the weights move)."""
+    return masked_mean(torch.exp(logprobs - old_logprobs), mask)
+
+
+def should_skip_minibatch(mean_ratio: float, ratio_threshold: float | None) -> bool:
+    """Classic TRL's guard: a minibatch whose mean ratio exceeds the threshold takes no step
+    (``None``: never skip)."""
+    return ratio_threshold is not None and mean_ratio > ratio_threshold
+
+
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 - Var[R - V] / Var[R] over masked positions (1 = perfect critic, <= 0 = useless)."""
     var_returns = masked_var(returns, mask)

@@ -1,6 +1,7 @@
 """Before/after evaluation on held-out prompts with identical sampling seeds.
 
-"Before" is the reference policy (adapter disabled, or the initial weights), "after" the
+"Before" is the reference policy, the policy training started from (the base model with the
+new adapter disabled, base + the starting adapter, or the initial weights), "after" the
 trained one. Each prompt is sampled ``eval.samples_per_prompt`` times on each side; every
 before/after difference in means gets a paired bootstrap 95% interval that resamples prompts.
 """
@@ -179,7 +180,11 @@ def evaluate_run(
     texts_before, texts_after = [r["before"] for r in rows], [r["after"] for r in rows]
     clusters = np.asarray([r["prompt_id"] for r in rows])
     summary = summarise(cfg, before, after, texts_before, texts_after, kl, clusters)
-    summary |= {"checkpoint": checkpoint or FINAL, "n_prompts": len(prompts)}
+    summary |= {
+        "checkpoint": checkpoint or FINAL,
+        "n_prompts": len(prompts),
+        "reference": policy.reference_name,  # what "before" sampled from
+    }
     write_atomic(run.path / "eval.json", json.dumps(summary, indent=2))
     write_atomic(run.path / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     summary["rows"] = rows

@@ -172,20 +172,30 @@ def attach_lora(model, lora: LoraConfig, seq2seq: bool):
         ) from err
 
 
-def load_adapter(model, adapter: str):
-    """An existing LoRA adapter, loaded trainable with its own LoRA config."""
+TRAINED_ADAPTER = "default"  # peft's name for the adapter a PeftModel is created with
+REFERENCE_ADAPTER = "reference"
+
+
+def load_adapter(model, adapter: str, with_reference: bool = True):
+    """An existing LoRA adapter, loaded trainable with its own LoRA config, and (``with_reference``)
+    loaded a second time, frozen, as the reference adapter: the reference policy is the policy
+    training starts from, with no second copy of the base weights."""
     from peft import PeftModel
 
     path = Path(adapter)
     if not (path / "adapter_config.json").exists():
         raise RewardtuneError(f"model.adapter: {adapter} has no adapter_config.json")
     try:
-        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        lm = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        if with_reference:
+            lm.load_adapter(adapter, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as err:
         raise RewardtuneError(
             f"model.adapter: {adapter} does not fit this model ({str(err).splitlines()[0][:160]}); "
             "was it trained for another architecture?"
         ) from err
+    lm.set_adapter(TRAINED_ADAPTER)
+    return lm
 
 
 def plain_copy(lm: nn.Module) -> nn.Module:
@@ -222,6 +232,17 @@ def has_adapter(lm: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
+def reference_adapter_active(lm: nn.Module):
+    """``lm`` with the frozen reference adapter in place of the trained one for as long as the
+    block runs; then the trained adapter is active (and trainable) again."""
+    lm.set_adapter(REFERENCE_ADAPTER)
+    try:
+        yield lm
+    finally:
+        lm.set_adapter(TRAINED_ADAPTER)
+
+
+@contextlib.contextmanager
 def adapter_disabled(lm: nn.Module):
     """The base model under ``lm``'s adapter, for as long as the block runs."""
     with lm.disable_adapter():
@@ -235,12 +256,23 @@ def merge_adapter(lm: nn.Module) -> nn.Module:
 
 def adapter_state(lm: nn.Module) -> tuple:
     """What changes the adapter's forward without touching weights: per-layer disabled and
-    merged flags (the reference policy flips them)."""
+    merged flags and the active adapter (the reference policy flips them)."""
     return tuple(
-        (getattr(m, "disable_adapters", None), getattr(m, "merged", None))
+        (
+            getattr(m, "disable_adapters", None),
+            getattr(m, "merged", None),
+            _active_adapters(m),
+        )
         for m in lm.modules()
         if hasattr(m, "disable_adapters")
     )
+
+
+def _active_adapters(module: nn.Module) -> tuple:
+    names = getattr(module, "active_adapter", None)
+    if isinstance(names, str):
+        return (names,)
+    return tuple(names) if isinstance(names, list | tuple) else ()
 
 
 def is_bitsandbytes(lm: nn.Module) -> bool:
@@ -251,23 +283,33 @@ def is_bitsandbytes(lm: nn.Module) -> bool:
 
 
 def adapter_state_dict(lm: nn.Module, state: dict | None = None) -> dict:
-    """The adapter's weights (peft names), from ``lm`` or from its full ``state`` dict."""
+    """The trained adapter's weights (peft names, never the reference adapter's), from ``lm``
+    or from its full ``state`` dict."""
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(lm, state_dict=state)
+    return get_peft_model_state_dict(lm, state_dict=state, adapter_name=TRAINED_ADAPTER)
 
 
-def load_adapter_state_dict(lm: nn.Module, state: dict) -> list[str]:
-    """Put adapter weights into ``lm``; returns the adapter keys it did not know."""
+def load_adapter_state_dict(lm: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    """Put the trained adapter's weights into ``lm``; returns the adapter keys it did not know,
+    and those of the trained adapter that ``state`` lacks."""
     from peft import set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(lm, state)
-    return [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
+    result = set_peft_model_state_dict(lm, state, adapter_name=TRAINED_ADAPTER)
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    missing = [
+        k
+        for k in getattr(result, "missing_keys", [])
+        if "lora_" in k and f".{TRAINED_ADAPTER}." in k
+    ]
+    return unexpected, missing
 
 
 def save_hf_folder(lm: nn.Module, tokenizer, folder: Path, state: dict | None = None) -> None:
     """``save_pretrained`` of the adapter (or the whole model) and the tokenizer, safetensors."""
     extra = {"state_dict": state} if state is not None else {}
+    if has_adapter(lm):
+        extra["selected_adapters"] = [TRAINED_ADAPTER]  # not the frozen reference adapter
     target = lm if has_adapter(lm) else plain_copy(lm)
     target.save_pretrained(str(folder), safe_serialization=True, **extra)
     tokenizer.save_pretrained(str(folder))

@@ -23,6 +23,7 @@ from rewardtune.models.hub import (
     load_base_model,
     load_tokenizer,
     pick_dtype,
+    reference_adapter_active,
     resolve_source,
 )
 from rewardtune.types import RewardtuneError
@@ -163,10 +164,23 @@ class Policy:
         return context if self.seq2seq else max(context - response_tokens, 1)
 
     def reference(self):
-        """Context manager yielding the reference LM: the adapter disabled, or the frozen copy."""
+        """Context manager yielding the reference LM, the policy training started from: the
+        frozen copy (full fine-tuning), the starting adapter loaded a second time and frozen
+        (``model.adapter``), or the base model with the new adapter disabled."""
         if self.ref_lm is not None:
             return contextlib.nullcontext(self.ref_lm)
+        if self.config.adapter:
+            return reference_adapter_active(self.module.lm)
         return adapter_disabled(self.module.lm)
+
+    @property
+    def reference_name(self) -> str:
+        """What ``reference()`` is, in words (eval.json and the report say it)."""
+        if self.config.adapter:
+            return f"base + adapter {self.config.adapter}"
+        if self.module.has_adapter:
+            return "base model (the new adapter disabled)"
+        return "frozen copy of the initial weights"
 
     def eos_token_ids(self, chat: bool) -> list[int]:
         """EOS of the tokenizer and the model's generation config, plus chat end-of-turn tokens."""
@@ -201,7 +215,8 @@ def load_policy(
     cfg: ModelConfig, device: torch.device | str | None = None, with_reference: bool = True
 ) -> Policy:
     """Load tokenizer + LM (+ LoRA or an existing adapter) + value head, and the reference
-    (``with_reference=False`` skips the frozen copy of a fully fine-tuned model)."""
+    (``with_reference=False`` skips the frozen copy of a fully fine-tuned model and the
+    reference adapter of a continued one)."""
     source = resolve_source(cfg.name)
     seq2seq = {"causal": False, "seq2seq": True}.get(cfg.kind)
     if seq2seq is None:
@@ -214,7 +229,7 @@ def load_policy(
         lm.to(device)
     ref_lm = None
     if cfg.adapter:
-        lm = load_adapter(lm, cfg.adapter)
+        lm = load_adapter(lm, cfg.adapter, with_reference)
     elif cfg.lora is not None:
         lm = attach_lora(lm, cfg.lora, seq2seq)
     elif with_reference:

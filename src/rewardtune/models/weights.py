@@ -30,14 +30,55 @@ def trainable_state_dict(
     return dict(lm_state if lm_state is not None else lm.state_dict())
 
 
-def load_trainable_state_dict(policy: Policy, state: dict[str, torch.Tensor]) -> None:
+def load_trainable_state_dict(
+    policy: Policy, state: dict[str, torch.Tensor], where: str = "checkpoint"
+) -> None:
+    """Put saved trainable weights into the policy; weights that do not fit it (a key missing,
+    unknown or of another shape) are a ``RewardtuneError`` naming the first such key."""
     lm = policy.module.lm
     if policy.module.has_adapter:
-        unknown = load_adapter_state_dict(lm, state)
-        if unknown:
-            raise RewardtuneError(f"checkpoint adapter does not fit this model: {unknown[0]}")
+        problem = _load_adapter(lm, state)
     else:
-        lm.load_state_dict(state, strict=False)
+        problem = first_mismatch(lm.state_dict(), state)
+        if problem is None:
+            lm.load_state_dict(state, strict=False)  # tied weights are saved once
+    if problem is not None:
+        raise RewardtuneError(
+            f"{where} does not fit model {policy.config.name}: {problem} (was it trained with "
+            "another model.name or model.lora?)"
+        )
+
+
+def _load_adapter(lm, state: dict[str, torch.Tensor]) -> str | None:
+    """Load the trained adapter's weights; the first problem, or None."""
+    try:
+        unexpected, missing = load_adapter_state_dict(lm, state)
+    except RuntimeError as err:  # torch names a reshaped key on a line of its own
+        lines = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        return lines[0] if lines else str(err).splitlines()[0][:200]
+    if unexpected:
+        return f"unknown key {unexpected[0]}"
+    return f"missing key {missing[0]}" if missing else None
+
+
+def first_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """The first key of ``state`` that ``own`` lacks or holds in another shape, else the first
+    key of ``own`` missing from ``state`` (a weight tied to one ``state`` holds is not missing);
+    None when the two fit."""
+    for key, value in state.items():
+        if key not in own:
+            return f"unknown key {key}"
+        if tuple(own[key].shape) != tuple(value.shape):
+            return f"{key} has shape {tuple(value.shape)}, the model {tuple(own[key].shape)}"
+    saved = {_storage(own[key]) for key in state}
+    for key, value in own.items():
+        if key not in state and _storage(value) not in saved:
+            return f"missing key {key}"
+    return None
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
 
 
 def value_head_state(

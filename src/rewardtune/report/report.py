@@ -626,7 +626,8 @@ def _eval_settings(summary: dict) -> str:
         f"seed {summary.get('seed', '?')}, "
         f"{summary.get('max_new_tokens', '?')} new tokens, "
         f"{summary.get('bootstrap', '?')} bootstrap resamples of the prompts for the 95% CIs of "
-        "the paired difference (after − before). n.s.: the CI includes zero."
+        "the paired difference (after − before). n.s.: the CI includes zero. "
+        f"Before = the reference policy: {summary.get('reference', 'not recorded')}."
     )
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from rewardtune.rewards.base import join
 from rewardtune.types import RewardtuneError
+
+log = logging.getLogger("rewardtune")
 
 
 def load_classifier(model_name: str, device: str | torch.device | None = None):
@@ -52,6 +56,7 @@ class ClassifierScorer:
         limit = getattr(tokenizer, "model_max_length", 512)
         positions = getattr(model.config, "max_position_embeddings", limit)
         self.max_length = min(limit if limit < 1e6 else 512, positions)
+        self._warned = False
 
     @classmethod
     def from_spec(cls, spec, where: str, output: str | None = None, label: str | None = None):
@@ -68,17 +73,11 @@ class ClassifierScorer:
 
     @torch.inference_mode()
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        texts = join(prompts, responses, self.input)
         device = self.model.device
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
-                texts[start : start + self.batch_size],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(device)
+        for start in range(0, len(responses), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            enc = self._encode(prompts[chunk], responses[chunk]).to(device)
             logits = self.model(**enc).logits.float()
             if self.output == "logit":
                 picked = logits[:, self.index]
@@ -88,3 +87,34 @@ class ClassifierScorer:
                 picked = torch.log_softmax(logits, -1)[:, self.index]
             out.extend(picked.cpu().tolist())
         return out
+
+    def _encode(self, prompts: list[str], responses: list[str]):
+        """At most ``max_length`` tokens. prompt+response is cut from the left: the prompt's
+        start goes first, so the response, the part being optimised, stays whole unless it
+        alone is too long (warned once); a response read alone is cut from the right."""
+        self._warn_if_too_long(responses)
+        self.tokenizer.truncation_side = "left" if self.input == "prompt+response" else "right"
+        return self.tokenizer(
+            join(prompts, responses, self.input),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+
+    def _warn_if_too_long(self, responses: list[str]) -> None:
+        if self._warned:
+            return
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        ids = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+        longest = max((len(i) for i in ids), default=0)
+        if longest > room:
+            self._warned = True
+            log.warning(
+                "%s: a response of %d tokens is longer than the classifier reads (%d); it is "
+                "cut (%s)",
+                self.name,
+                longest,
+                room,
+                "its start is dropped" if self.input == "prompt+response" else "its end is dropped",
+            )

@@ -180,7 +180,7 @@ def read_checkpoint(
         )
     try:
         load_trainable_state_dict(
-            policy, load_file(str(folder / WEIGHTS), device=str(policy.device))
+            policy, load_file(str(folder / WEIGHTS), device=str(policy.device)), str(folder)
         )
         if value_head:
             load_value_head(policy, folder)
@@ -233,18 +233,16 @@ def load_trained_weights(policy: Policy, folder: Path) -> None:
     folder = Path(folder)
     device = str(policy.device)
     if (folder / WEIGHTS).is_file():
-        load_trainable_state_dict(policy, load_file(str(folder / WEIGHTS), device=device))
+        state = load_file(str(folder / WEIGHTS), device=device)
     elif (folder / "adapter_model.safetensors").is_file() and policy.module.has_adapter:
-        load_trainable_state_dict(
-            policy, load_file(str(folder / "adapter_model.safetensors"), device=device)
-        )
+        state = load_file(str(folder / "adapter_model.safetensors"), device=device)
     elif sorted(folder.glob("model*.safetensors")) and not policy.module.has_adapter:
         state = {}
         for shard in sorted(folder.glob("model*.safetensors")):
             state |= load_file(str(shard), device=device)
-        load_trainable_state_dict(policy, state)
     else:
         raise RewardtuneError(f"{folder} holds no trained weights this run's model can load")
+    load_trainable_state_dict(policy, state, str(folder))
     if (folder / VALUE_HEAD).is_file():
         load_value_head(policy, folder)
 

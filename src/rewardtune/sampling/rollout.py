@@ -1,7 +1,7 @@
 """Batched sampling and scoring of responses.
 
 Sampling and scoring run in eval mode (no dropout, LoRA dropout included) under
-``torch.inference_mode()``; only the update trains.
+``torch.inference_mode()``; the update runs in eval mode too, with gradients.
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def collate(
 def trim_padding(batch: dict) -> dict:
     """Drop query columns that are padding in every row (left) and response columns (right)."""
     q_keep = int(batch["query_mask"].sum(1).max())
-    r_keep = int(batch["response_mask"].sum(1).max())
+    # at least one column: a minibatch may hold only samples masked out of the update
+    r_keep = max(1, int(batch["response_mask"].sum(1).max()))
     out = dict(batch)
     for key in ("query_ids", "query_mask"):
         out[key] = batch[key][:, batch[key].shape[1] - q_keep :]

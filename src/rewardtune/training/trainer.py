@@ -197,16 +197,18 @@ class PPOTrainer:
         """
         start = time.perf_counter()
         scores = self._validate_scores(scores, len(responses))
-        queries, responses, scores, skipped = self._drop_nonfinite(queries, responses, scores)
-        self._check_groups(queries, skipped)
+        self._check_groups(queries)
+        valid, skipped = self._mask_nonfinite(scores)
         # 1. old logprobs, values and reference logprobs in batched forwards
-        rollout = self._score(queries, responses)
+        rollout = self._exclude(self._score(queries, responses), valid)
         t_scored = time.perf_counter()
         self._check_finite("logprobs", rollout.logprobs, rollout.ref_logprobs)
         # 2. sequence scores -> per-token rewards with the KL penalty
         raw_scores = scores  # env/reward_* report what the reward said, before scaling
         scores = core.scale_scores(
-            scores.to(rollout.values.device), self.ppo.reward_scale, self.ppo.reward_clip
+            torch.where(valid, scores, 0.0).to(rollout.values.device),
+            self.ppo.reward_scale,
+            self.ppo.reward_clip,
         )
         mask = rollout.response_mask
         # 3. advantages and returns (GAE, or a group / batch baseline: ppo.advantage)
@@ -219,12 +221,12 @@ class PPOTrainer:
             mask,
             self.kl_coef,
         )
-        kl, rewards, non_score = estimate.kl, estimate.rewards, estimate.non_score
-        advantages, returns = estimate.advantages, estimate.returns
+        kl, penalty, rewards = estimate.kl, estimate.penalty, estimate.rewards
+        advantages, returns, non_score = estimate.advantages, estimate.returns, estimate.non_score
         # 4. minibatch epochs
         update = self._update(rollout, advantages, returns)
-        # 5. KL controller
-        mean_kl = self._global_mean(sequence_sum(kl, mask))
+        # 5. KL controller, on summed k1 whatever estimator shapes the penalty
+        mean_kl = self._global_mean(sequence_sum(kl, mask), valid)
         if self.ppo.adaptive_kl:
             self.kl_coef = core.adaptive_kl_update(
                 self.kl_coef, mean_kl, self.ppo.target_kl, self.ppo.batch_size, self.ppo.horizon
@@ -236,20 +238,22 @@ class PPOTrainer:
             self._timings.get("rollout", 0.0) + self._timings.get("reward", 0.0) + end - t_scored
         )
         n_samples = len(responses) * self.world
-        n_tokens = self._global_mean(mask.sum(1).float()) * n_samples
+        n_tokens = self._global_mean(mask.sum(1).float(), valid) * n_samples
         all_scores = self.accelerator.gather(
             raw_scores.float().contiguous().to(self.accelerator.device)
         )
+        all_scores = all_scores[torch.isfinite(all_scores)]
         stats = StepStats(
             kl=mean_kl,
+            kl_penalty=self._global_mean(sequence_sum(penalty, mask), valid),
             kl_coef=self.kl_coef,
-            entropy=self._global_mean(-sequence_sum(rollout.logprobs, mask)),
+            entropy=self._global_mean(-sequence_sum(rollout.logprobs, mask), valid),
             reward_mean=float(all_scores.mean()),
             reward_std=float(all_scores.std()) if len(all_scores) > 1 else 0.0,
-            score_mean=self._global_mean(sequence_sum(rewards, mask)),
+            score_mean=self._global_mean(sequence_sum(rewards, mask), valid),
             returns_mean=float(masked_mean(returns, mask)),
             advantages_mean=float(masked_mean(advantages, mask)),
-            response_length=self._global_mean(mask.sum(1).float()),
+            response_length=self._global_mean(mask.sum(1).float(), valid),
             skipped_nonfinite=skipped,
             time_rollout=self._timings.get("rollout", 0.0),
             time_reward=self._timings.get("reward", 0.0),
@@ -259,7 +263,9 @@ class PPOTrainer:
             **update,
             **self._critic_stats(rollout, returns),
         )
-        stats.extra["objective/non_score_reward"] = self._global_mean(sequence_sum(non_score, mask))
+        stats.extra["objective/non_score_reward"] = self._global_mean(
+            sequence_sum(non_score, mask), valid
+        )
         self._timings = {}
         self.step_count += 1
         self._check_kl(mean_kl)
@@ -363,26 +369,34 @@ class PPOTrainer:
             scores = [float(s.item()) if torch.is_tensor(s) else s for s in scores]
         return torch.tensor(check_scores("scores", scores, n), dtype=torch.float32)
 
-    def _drop_nonfinite(self, queries, responses, scores: torch.Tensor):
-        bad = ~torch.isfinite(scores)
-        if not bad.any():
-            return list(queries), list(responses), scores, 0
-        if not self.ppo.skip_nonfinite_rewards:
+    def _mask_nonfinite(self, scores: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """NaN/Inf scores stop the run, or (``ppo.skip_nonfinite_rewards``) their samples stay
+        in the batch with every token masked out of the loss and the stats: each process
+        keeps the same number of samples, minibatches and gathered lengths. Returns (valid
+        (B,), how many were bad on all processes)."""
+        valid = torch.isfinite(scores)
+        k = self.ppo.samples_per_prompt
+        if k > 1:  # a group's baseline needs every member: mask the whole group
+            valid = valid.view(-1, k).all(1).repeat_interleave(k)
+        total = len(scores) * self.world
+        n_bad = round(self._global_mean((~valid).float()) * total)
+        if n_bad and not self.ppo.skip_nonfinite_rewards:
             raise NonFiniteError(
-                f"step {self.step_count}: reward returned {int(bad.sum())} non-finite score(s) "
+                f"step {self.step_count}: reward returned {n_bad} non-finite score(s) "
                 "(NaN/Inf); fix the reward or set ppo.skip_nonfinite_rewards=true"
             )
-        keep = (~bad).nonzero().flatten().tolist()
-        if not keep:
+        if n_bad == total:
             raise NonFiniteError(
                 f"step {self.step_count}: every reward score is NaN/Inf; nothing to train on"
             )
-        return (
-            [queries[i] for i in keep],
-            [responses[i] for i in keep],
-            scores[keep],
-            int(bad.sum()),
-        )
+        return valid, n_bad
+
+    @staticmethod
+    def _exclude(rollout: Rollout, valid: torch.Tensor) -> Rollout:
+        """Masks the response tokens of samples that are not ``valid`` (B,) out of everything."""
+        if not valid.all():
+            rollout.response_mask = rollout.response_mask * valid.to(rollout.response_mask)[:, None]
+        return rollout
 
     def _critic_stats(self, rollout: Rollout, returns: torch.Tensor) -> dict[str, float]:
         """The value head's prediction and fit; nothing when no value head trains."""
@@ -394,7 +408,7 @@ class PPOTrainer:
             "explained_variance": core.explained_variance(rollout.values, returns, mask),
         }
 
-    def _check_groups(self, queries: list[torch.Tensor], skipped: int) -> None:
+    def _check_groups(self, queries: list[torch.Tensor]) -> None:
         """k = ``ppo.samples_per_prompt`` consecutive responses must share their query."""
         k = self.ppo.samples_per_prompt
         if k == 1:
@@ -403,9 +417,8 @@ class PPOTrainer:
             torch.equal(queries[i], queries[i - i % k]) for i in range(len(queries))
         )
         if not whole:
-            dropped = f" after dropping {skipped} non-finite score(s)" if skipped else ""
             raise RewardtuneError(
-                f"step(): {len(queries)} responses{dropped} are not groups of "
+                f"step(): {len(queries)} responses are not groups of "
                 f"ppo.samples_per_prompt = {k} consecutive responses to the same query; pass "
                 "each query k times in a row, as trainer.dataloader yields them"
             )
@@ -436,9 +449,8 @@ class PPOTrainer:
         return sampled if same else None
 
     def _update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
-        """``ppo_epochs`` passes over shuffled minibatches of this process's samples."""
-        n = len(rollout)
-        mini = max(1, self.ppo.mini_batch_size // self.world)
+        """``ppo_epochs`` passes over shuffled minibatches of this process's samples, without
+        dropout (as sampling): until the weights move, the ratio is exactly 1."""
         data = {
             "query_ids": rollout.query_ids,
             "query_mask": rollout.query_mask,
@@ -451,18 +463,46 @@ class PPOTrainer:
             "returns": returns,
         }
         totals: dict[str, list[float]] = {}
+        skipped, stopped = 0, False
+        with rollout_lib.eval_mode(self.model):
+            for epoch in self._epochs(data, len(rollout)):
+                for batch in epoch:
+                    stats = self._minibatch_step(batch)
+                    skipped += int(stats.pop("skipped"))
+                    for key, value in stats.items():
+                        totals.setdefault(key, []).append(value)
+                if self._stop_early(stats["approxkl"]):
+                    stopped = True
+                    break
+        means = {key: self._global_mean(torch.tensor(values)) for key, values in totals.items()}
+        return means | {"early_stopped": float(stopped), "skipped_minibatches": skipped}
+
+    def _epochs(self, data: dict, n: int) -> Iterator[Iterator[dict]]:
+        """``ppo_epochs`` times: this process's samples in a new order, as minibatches of
+        ``mini_batch_size / world``."""
+        mini = max(1, self.ppo.mini_batch_size // self.world)
         generator = torch.Generator().manual_seed(self.ppo.seed + self.step_count)
-        self.model.train()
         for _ in range(self.ppo.ppo_epochs):
             order = torch.randperm(n, generator=generator)
-            for index in order.split(mini):
-                batch = rollout_lib.trim_padding(
-                    {k: v[index.to(v.device)] for k, v in data.items()}
-                )
-                for key, value in self._minibatch_step(batch).items():
-                    totals.setdefault(key, []).append(value)
-        self.model.eval()
-        return {key: self._global_mean(torch.tensor(values)) for key, values in totals.items()}
+            yield (
+                rollout_lib.trim_padding({k: v[index.to(v.device)] for k, v in data.items()})
+                for index in order.split(mini)
+            )
+
+    def _stop_early(self, approxkl: float) -> bool:
+        """``ppo.early_stopping``, checked after each epoch on its last minibatch as classic TRL
+        did; decided on the mean over processes, so all stop together."""
+        if not self.ppo.early_stopping:
+            return False
+        mean = self._global_mean(torch.tensor([approxkl]))
+        return core.should_stop_early(mean, self.ppo.target_kl_early)
+
+    def _skip_minibatch(self, logprobs, old_logprobs, mask) -> bool:
+        """``ppo.ratio_threshold``: decided on the mean over processes, so all skip together."""
+        if self.ppo.ratio_threshold is None:
+            return False
+        ratio = self._global_mean(core.mean_ratio(logprobs.detach(), old_logprobs, mask))
+        return core.should_skip_minibatch(ratio, self.ppo.ratio_threshold)
 
     def _minibatch_step(self, batch: dict) -> dict[str, float]:
         mask = batch["response_mask"]
@@ -489,18 +529,25 @@ class PPOTrainer:
             loss = loss + self.kl_coef * kl_term
             terms["kl_loss"] = kl_term.item()
         self._check_finite("loss", loss)
-        self.accelerator.backward(loss)
-        grad_norm = self._clip_gradients()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        skip = self._skip_minibatch(logprobs, batch["old_logprobs"], mask)
+        grad_norm = 0.0 if skip else self._optimizer_step(loss)
         return {
             "policy_loss": pg_loss.item(),
             "total_loss": loss.item(),
             "clipfrac": clipfrac.item(),
             "approxkl": approxkl.item(),
             "grad_norm": grad_norm,
+            "skipped": float(skip),
             **terms,
         }
+
+    def _optimizer_step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, step; returns the gradient norm."""
+        self.accelerator.backward(loss)
+        grad_norm = self._clip_gradients()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
     def _clip_gradients(self) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -544,12 +591,15 @@ class PPOTrainer:
             return flag
         return self._global_mean(torch.tensor([float(flag)])) > 0
 
-    def _global_mean(self, values: torch.Tensor) -> float:
-        """Mean over every process's values (each process holds an equal share)."""
-        values = values.detach().float().reshape(-1).to(self.accelerator.device)
+    def _global_mean(self, values: torch.Tensor, valid: torch.Tensor | None = None) -> float:
+        """Mean over every process's values, leaving out those where ``valid`` is False."""
+        device = self.accelerator.device
+        values = values.detach().float().reshape(-1).to(device)
+        keep = torch.ones_like(values) if valid is None else valid.reshape(-1).to(values)
+        totals = torch.stack([torch.where(keep > 0, values, 0.0).sum(), keep.sum()])
         if self.world > 1:
-            values = self.accelerator.gather(values.mean().reshape(1))
-        return float(values.mean()) if values.numel() else 0.0
+            totals = self.accelerator.gather(totals.reshape(1, 2)).sum(0)
+        return float(totals[0] / totals[1]) if totals[1] > 0 else 0.0
 
     # -- checkpoints -----------------------------------------------------------------
 
