@@ -8,35 +8,24 @@ The page is built from the report's blocks, so it is self-contained like ``repor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from rewardtune.report.report import (
+from rewardtune.report.blocks import (
     Block,
     Cell,
     Heading,
     Para,
     Plot,
-    RunData,
     Table,
-    _duration,
-    _has,
-    _num,
-    _png,
-    _reward_term,
-    _series,
-    _sort_key,
-    _tone,
-    _verdict,
-    load_run,
-    render_html,
-    render_markdown,
+    write_pages,
 )
-from rewardtune.runs.rundir import write_atomic
+from rewardtune.report.eval_tables import difference_cells, metric_tone
+from rewardtune.report.figures import overlay_figure, series
+from rewardtune.report.formatting import duration, num, sort_key
+from rewardtune.report.run_data import RunData, load_run, reward_text
 from rewardtune.stats import cluster_bootstrap_ci
 from rewardtune.types import RewardtuneError
 
@@ -74,10 +63,7 @@ def write_compare(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     title = "rewardtune compare: " + " vs ".join(r.name for r in runs)
     subtitle = f"{len(runs)} runs; the first is the baseline of the paired differences"
-    html_path, md_path = out_dir / COMPARE_HTML, out_dir / COMPARE_MD
-    write_atomic(html_path, render_html(title, subtitle, blocks))
-    write_atomic(md_path, render_markdown(title, subtitle, blocks))
-    return html_path, md_path
+    return write_pages(out_dir / COMPARE_HTML, out_dir / COMPARE_MD, title, subtitle, blocks)
 
 
 def _name(path: Path, index: int, paths: list[Path]) -> str:
@@ -133,37 +119,18 @@ def runs_section(runs: list[NamedRun]) -> list[Block]:
                 Cell(run.name),
                 Cell(str(cfg.get("recipe", "?"))),
                 Cell(str((cfg.get("model") or {}).get("name", "?"))),
-                Cell(" + ".join(_reward_term(t) for t in cfg.get("reward") or [])),
-                Cell(f"{info.get('steps_done', len(run.data.metrics))} of {ppo.get('steps', '?')}"),
+                Cell(reward_text(cfg)),
+                Cell(f"{run.data.steps_done} of {ppo.get('steps', '?')}"),
                 Cell(str(ppo.get("learning_rate", "?"))),
                 Cell(str(ppo.get("init_kl_coef", "?"))),
-                Cell(_duration(info.get("wall_time_s"))),
+                Cell(duration(info.get("wall_time_s"))),
             ]
         )
     return [Heading("Runs"), Table(columns, rows, table_id="runs")]
 
 
-def curves_figure(runs: list[NamedRun]) -> bytes | None:
-    """One panel per stat in ``CURVES`` that some run logged, one line per run."""
-    panels = [(t, k) for t, k in CURVES if any(_has(_series(r.data.metrics, k)) for r in runs)]
-    if not panels:
-        return None
-    fig = Figure(figsize=(8.4, 3.1 * math.ceil(len(panels) / 2)), layout="constrained")
-    for i, (title, key) in enumerate(panels):
-        ax = fig.add_subplot(math.ceil(len(panels) / 2), 2, i + 1)
-        for run in runs:
-            steps = _series(run.data.metrics, "step")
-            ax.plot(steps, _series(run.data.metrics, key), label=run.name)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _png(fig)
-
-
 def curves_section(runs: list[NamedRun]) -> list[Block]:
-    png = curves_figure(runs)
+    png = overlay_figure([(r.name, r.data.metrics) for r in runs], CURVES)
     if png is None:
         return [Heading("Training curves"), Para("No run has training metrics.", note=True)]
     alt = "Reward, KL, entropy and throughput per step, one line per run"
@@ -194,11 +161,11 @@ def _metric_cells(run: NamedRun, name: str) -> list[Cell]:
         return [Cell("n/a"), Cell("n/a"), Cell("n/a")]
     before, after = metric.get("before") or {}, metric.get("after") or {}
     low, high = (metric.get("ci") or [None, None])[:2]
-    diff = f"{_num(metric.get('diff'), True)} [{_num(low, True)}, {_num(high, True)}]"
+    diff = f"{num(metric.get('diff'), True)} [{num(low, True)}, {num(high, True)}]"
     return [
-        Cell(_num(before.get("mean")), sort=_sort_key(before.get("mean"))),
-        Cell(_num(after.get("mean")), sort=_sort_key(after.get("mean"))),
-        Cell(diff, _tone(metric), sort=_sort_key(metric.get("diff"))),
+        Cell(num(before.get("mean")), sort=sort_key(before.get("mean"))),
+        Cell(num(after.get("mean")), sort=sort_key(after.get("mean"))),
+        Cell(diff, metric_tone(metric), sort=sort_key(metric.get("diff"))),
     ]
 
 
@@ -226,16 +193,15 @@ def paired_table(base: NamedRun, other: NamedRun) -> Table:
         metric = {
             "higher_is_better": better.get(name),
             "diff": float(np.mean(b - a)),
+            "ci": [low, high],
             "ci_includes_zero": bool(low <= 0.0 <= high),
         }
         rows.append(
             [
                 Cell(name),
-                Cell(_num(float(a.mean()))),
-                Cell(_num(float(b.mean()))),
-                Cell(_num(metric["diff"], True), _tone(metric), sort=metric["diff"]),
-                Cell(f"[{_num(low, True)}, {_num(high, True)}]"),
-                Cell(_verdict(metric), f"verdict {_tone(metric)}".strip()),
+                Cell(num(float(a.mean()))),
+                Cell(num(float(b.mean()))),
+                *difference_cells(metric),
             ]
         )
     columns = [
@@ -255,7 +221,7 @@ def _common_scores(base: NamedRun, other: NamedRun) -> list[str]:
 
 
 def _after(run: NamedRun, name: str) -> np.ndarray:
-    return _series([row.get("scores_after", {}) for row in run.data.eval_rows], name)
+    return series([row.get("scores_after", {}) for row in run.data.eval_rows], name)
 
 
 def _prompt_ids(run: NamedRun) -> list:

@@ -17,17 +17,10 @@ from huggingface_hub import ModelCard, ModelCardData, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 
 from rewardtune.data.prompts import LOCAL_SUFFIXES, shipped_prompt_sets
-from rewardtune.report.report import (
-    Facts,
-    Para,
-    RunData,
-    Table,
-    _eval_settings,
-    _reward_term,
-    load_run,
-    metrics_table,
-    samples_table,
-)
+from rewardtune.report.blocks import Facts, Para, Table
+from rewardtune.report.eval_tables import eval_settings, metrics_table, samples_table
+from rewardtune.report.formatting import mapping
+from rewardtune.report.run_data import RunData, load_run, reward_text
 from rewardtune.runs.checkpoint import MODEL_INFO
 from rewardtune.runs.rundir import CONFIG, FINAL
 
@@ -129,7 +122,7 @@ def is_hub_dataset(source: str) -> bool:
 
 
 def training_facts(run: RunData) -> list[tuple[str, str]]:
-    cfg, info = run.config, run.run_info or {}
+    cfg = run.config
     model, ppo = cfg.get("model") or {}, cfg.get("ppo") or {}
     lora = model.get("lora")
     kl = (
@@ -140,20 +133,16 @@ def training_facts(run: RunData) -> list[tuple[str, str]]:
     return [
         ("Recipe", str(cfg.get("recipe", "unknown"))),
         ("Base model (model.name)", str(model.get("name"))),
-        ("Method", f"LoRA ({_mapping(lora)})" if isinstance(lora, dict) else "full fine-tune"),
-        ("Reward", " + ".join(_reward_term(t) for t in cfg.get("reward") or []) or "none"),
+        ("Method", f"LoRA ({mapping(lora)})" if isinstance(lora, dict) else "full fine-tune"),
+        ("Reward", reward_text(cfg) or "none"),
         ("Prompts", str((cfg.get("data") or {}).get("source"))),
-        ("Steps", f"{info.get('steps_done', len(run.metrics))} of {ppo.get('steps')}"),
+        ("Steps", f"{run.steps_done} of {ppo.get('steps')}"),
         ("KL penalty", kl),
         (
             "Optimiser",
             f"AdamW, learning rate {ppo.get('learning_rate')}, batch {ppo.get('batch_size')}",
         ),
     ]
-
-
-def _mapping(data: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in data.items())
 
 
 def _intro(info: dict, adapter: bool, merged: bool) -> str:
@@ -173,7 +162,7 @@ def _evaluation(run: RunData) -> str:
     summary = run.eval_summary
     if not summary or summary.get("checkpoint", FINAL) != FINAL:
         return Para("Not evaluated yet: run `rewardtune evaluate RUN_DIR`.", note=True).markdown()
-    settings = Para(_eval_settings(summary)).markdown()
+    settings = Para(eval_settings(summary)).markdown()
     return f"{settings}\n\n{metrics_table(summary).markdown()}"
 
 

@@ -1,0 +1,68 @@
+"""What the reports read from a run directory, and the run facts more than one report states."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rewardtune.runs.rundir import CONFIG, METRICS, SAMPLES, read_jsonl
+from rewardtune.types import RewardtuneError
+
+
+@dataclass
+class RunData:
+    """Everything the report reads; optional files come back empty or None."""
+
+    config: dict
+    metrics: list[dict]
+    samples: list[dict]
+    run_info: dict | None
+    eval_summary: dict | None
+    eval_rows: list[dict]
+
+    @property
+    def steps_done(self) -> object:
+        """The steps run_info.json counts, else the number of logged metric rows."""
+        return (self.run_info or {}).get("steps_done", len(self.metrics))
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RewardtuneError(f"{path} is not valid JSON ({err}); regenerate or remove it") from err
+
+
+def _read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise RewardtuneError(f"{path.parent} is not a rewardtune run directory (no {CONFIG})")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_run(run_dir: Path) -> RunData:
+    return RunData(
+        config=_read_config(run_dir / CONFIG),
+        metrics=read_jsonl(run_dir / METRICS),
+        samples=read_jsonl(run_dir / SAMPLES),
+        run_info=_read_json(run_dir / "run_info.json"),
+        eval_summary=_read_json(run_dir / "eval.json"),
+        eval_rows=read_jsonl(run_dir / "eval.jsonl"),
+    )
+
+
+def reward_term(term: dict) -> str:
+    """One ``reward:`` entry: ``profanity × 1.0 (output=prob)``."""
+    keys = ("model", "label", "output", "function", "url")
+    details = [f"{k}={term[k]}" for k in keys if k in term]
+    text = f"{term.get('type', '?')} × {term.get('weight', 1.0)}"
+    return f"{text} ({', '.join(details)})" if details else text
+
+
+def reward_text(config: dict) -> str:
+    """Every reward term of a config joined by ' + ' ('' when there is none)."""
+    return " + ".join(reward_term(t) for t in config.get("reward") or [])
