@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from html import unescape
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,16 @@ def test_html_is_self_contained(report):
     assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', html)
     assert "<style>" in html and "<script>" in html
     assert not re.search(r"<(link|script)[^>]+src=", html)
+
+
+def test_html_inlines_the_shipped_css_and_js_assets(report):
+    """The page's style and script are the package's report/assets files, verbatim."""
+    html = report[0].read_text()
+    assets = resources.files("rewardtune.report") / "assets"
+    css, js = (assets / "report.css").read_text(), (assets / "report.js").read_text()
+    assert "th[aria-sort" in css and "function sortBy" in js
+    assert f"<style>\n{css}</style>" in html
+    assert f"<script>\n{js}</script>" in html
 
 
 def test_html_has_metrics_and_samples_tables(report):
