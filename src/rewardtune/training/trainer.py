@@ -62,12 +62,10 @@ class PPOTrainer:
         run_dir: RunDir | None = None,
         accelerator=None,
     ):
-        self.config = config
-        self.ppo = config.ppo
+        self.config, self.ppo = config, config.ppo
         self.accelerator = accelerator or distributed.make_accelerator()
         self.is_main = self.accelerator.is_main_process
-        self.world = self.accelerator.num_processes
-        self.rank = self.accelerator.process_index
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.estimator = estimator(self.ppo)
         distributed.check_divisible(
             self.ppo.batch_size, self.ppo.mini_batch_size, self.world, self.ppo.samples_per_prompt
@@ -86,8 +84,7 @@ class PPOTrainer:
             max_tokens=self.policy.prompt_budget(config.generation.longest),
         )
         self.model, self.optimizer = self._prepare()
-        self.kl_coef = self.ppo.init_kl_coef
-        self.step_count = 0
+        self.kl_coef, self.step_count = self.ppo.init_kl_coef, 0
         self.eos_ids = self.policy.eos_token_ids(config.data.chat)
         self.pad_id = self.tokenizer.pad_token_id
         self.updater = Updater(
