@@ -223,8 +223,9 @@ class PPOTrainer:
         mean_kl = self._control_kl(sequence_sum(estimate.kl, rollout.response_mask), valid)
         # 5. stats, each next to what it describes
         update_seconds = time.perf_counter() - scored
-        stats = self._stats(rollout, estimate, valid, scores, update, update_seconds)
-        stats.kl, stats.skipped_nonfinite = mean_kl, skipped
+        stats = self._stats(
+            rollout, estimate, valid, scores, update, update_seconds, mean_kl, skipped
+        )
         self.timer.clear()
         self.step_count += 1
         guards.check_kl(self.step_count - 1, mean_kl, self.ppo.max_kl)
@@ -268,8 +269,10 @@ class PPOTrainer:
         raw_scores: torch.Tensor,
         update: UpdateStats,
         update_seconds: float,
+        mean_kl: float,
+        skipped: int,
     ) -> StepStats:
-        """Everything but objective/kl and env/skipped_nonfinite, which ``step`` sets."""
+        """The step's record, made here from what each stage measured."""
         objective = step_stats.objective_stats(self.accelerator, rollout, estimate, valid)
         n_samples = len(rollout) * self.world
         timing = step_stats.time_stats(
@@ -279,7 +282,9 @@ class PPOTrainer:
             step_stats.critic_stats(rollout, estimate.returns) if self.estimator.uses_critic else {}
         )
         return StepStats(
+            kl=mean_kl,
             kl_coef=self.kl_coef,
+            skipped_nonfinite=skipped,
             **objective,
             **step_stats.reward_stats(self.accelerator, raw_scores),
             **timing,
