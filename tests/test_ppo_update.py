@@ -93,8 +93,8 @@ def test_early_stopping_ends_the_epochs_after_the_first_epoch_over_the_kl_line(
         },
     )
     calls = []
-    minibatch_step = trainer._minibatch_step
-    trainer._minibatch_step = lambda batch: calls.append(1) or minibatch_step(batch)
+    minibatch_step = trainer.updater.minibatch_step
+    trainer.updater.minibatch_step = lambda *args: calls.append(1) or minibatch_step(*args)
     stats = run_steps(trainer, 2)
     # each step: epoch 1 runs its 4 minibatches; the weights moved after the first, so the
     # last one's approxkl is over 1.5e-9 and epochs 2 and 3 never run (checked per epoch, as
@@ -107,8 +107,8 @@ def test_early_stopping_ends_the_epochs_after_the_first_epoch_over_the_kl_line(
 def test_without_early_stopping_every_epoch_and_minibatch_runs(tmp_path, tiny_llama, prompts_file):
     trainer = make_trainer(tmp_path, tiny_llama, prompts_file, **{"ppo.ppo_epochs": 3})
     calls = []
-    minibatch_step = trainer._minibatch_step
-    trainer._minibatch_step = lambda batch: calls.append(1) or minibatch_step(batch)
+    minibatch_step = trainer.updater.minibatch_step
+    trainer.updater.minibatch_step = lambda *args: calls.append(1) or minibatch_step(*args)
     stats = run_steps(trainer, 1)[0]
     assert len(calls) == 3 * 2 and stats["ppo/early_stopped"] == 0.0
     assert stats["ppo/skipped_minibatches"] == 0

@@ -9,6 +9,8 @@ import torch
 from rewardtune.config import GenerationConfig, ModelConfig
 from rewardtune.models import load_policy
 from rewardtune.sampling import rollout
+from rewardtune.sampling.rollout import collate
+from rewardtune.types import Minibatch
 
 
 @pytest.fixture(scope="module", params=["tiny_llama", "tiny_gpt2", "tiny_t5"])
@@ -91,18 +93,33 @@ def test_batched_sampling_equals_sampling_alone_for_greedy_decoding(policy):
         assert torch.equal(a, b), "left padding changed what the model generates"
 
 
-def test_trim_padding_drops_all_pad_columns():
-    batch = {
-        "query_ids": torch.tensor([[0, 0, 5], [0, 4, 5]]),
-        "query_mask": torch.tensor([[0, 0, 1], [0, 1, 1]]),
-        "response_ids": torch.tensor([[7, 0, 0], [7, 8, 0]]),
-        "response_mask": torch.tensor([[1, 0, 0], [1, 1, 0]]),
-        "advantages": torch.tensor([[0.5, 0.0, 0.0], [0.1, 0.2, 0.0]]),
-    }
-    out = rollout.trim_padding(batch)
-    assert out["query_ids"].tolist() == [[0, 5], [4, 5]]
-    assert out["response_ids"].tolist() == [[7, 0], [7, 8]]
-    assert out["advantages"].shape == (2, 2)
+def test_trim_drops_all_pad_columns_and_cuts_every_per_token_field_with_the_response():
+    per_token = torch.tensor([[0.5, 0.0, 0.0], [0.1, 0.2, 0.0]])
+    batch = Minibatch(
+        query_ids=torch.tensor([[0, 0, 5], [0, 4, 5]]),
+        query_mask=torch.tensor([[0, 0, 1], [0, 1, 1]]),
+        response_ids=torch.tensor([[7, 0, 0], [7, 8, 0]]),
+        response_mask=torch.tensor([[1, 0, 0], [1, 1, 0]]),
+        old_logprobs=per_token,
+        old_values=per_token + 1,
+        ref_logprobs=per_token + 2,
+        advantages=per_token + 3,
+        returns=per_token + 4,
+    )
+    out = batch.trim()
+    assert out.query_ids.tolist() == [[0, 5], [4, 5]]
+    assert out.query_mask.tolist() == [[0, 1], [1, 1]]
+    assert out.response_ids.tolist() == [[7, 0], [7, 8]]
+    for offset, name in enumerate(Minibatch.PER_TOKEN):
+        assert getattr(out, name).tolist() == (per_token[:, :2] + offset).tolist(), name
+
+
+def test_index_takes_the_same_rows_of_every_field():
+    batch = collate([torch.tensor([5]), torch.tensor([4, 5])], [torch.tensor([7, 8])] * 2, 0, "cpu")
+    rows = batch.index(torch.tensor([1]))
+    assert rows.query_ids.tolist() == [[4, 5]] and rows.query_mask.tolist() == [[1, 1]]
+    assert batch.index(slice(0, 1)).trim().query_ids.tolist() == [[5]]
+    assert len(rows) == 1 and rows.response_ids.tolist() == [[7, 8]]
 
 
 def test_the_transformers_floor_admits_only_versions_where_the_neutral_pinning_holds():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import ClassVar, TypeVar
 
 import torch
 
@@ -36,24 +37,99 @@ class PromptBatch:
         return len(self.query)
 
 
-@dataclass
-class Rollout:
-    """Everything sampled and scored for one batch before the update.
+_Batch = TypeVar("_Batch", bound="TokenBatch")
 
-    Queries are left-padded, responses right-padded; for an encoder-decoder policy the
-    query is the encoder input and the response the decoder output.
+
+@dataclass
+class TokenBatch:
+    """Queries left-padded and responses right-padded, with their masks; for an
+    encoder-decoder policy the query is the encoder input and the response the decoder output.
+
+    Subclasses name their per-token fields (each (B, R), aligned with the response) in
+    ``PER_TOKEN``: ``trim`` cuts exactly those with the response, nothing is guessed by shape.
     """
+
+    PER_TOKEN: ClassVar[tuple[str, ...]] = ()
 
     query_ids: torch.Tensor  # (B, Q) left-padded
     query_mask: torch.Tensor  # (B, Q) 1 = real token
     response_ids: torch.Tensor  # (B, R) right-padded
     response_mask: torch.Tensor  # (B, R) 1 = real response token (up to and incl. EOS)
+
+    def __len__(self) -> int:
+        return self.query_ids.shape[0]
+
+    def inputs(self) -> dict[str, torch.Tensor]:
+        """The four tensors a policy's forward takes, by name."""
+        return {
+            "query_ids": self.query_ids,
+            "query_mask": self.query_mask,
+            "response_ids": self.response_ids,
+            "response_mask": self.response_mask,
+        }
+
+    def index(self: _Batch, idx: torch.Tensor | slice) -> _Batch:
+        """The rows ``idx`` (a slice, or an index tensor moved to each field's device)."""
+        rows = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            rows[f.name] = value[idx if isinstance(idx, slice) else idx.to(value.device)]
+        return replace(self, **rows)
+
+    def trim(self: _Batch) -> _Batch:
+        """Drop query columns that are padding in every row (on the left) and response
+        columns (on the right, in the response and every per-token field)."""
+        q_keep = int(self.query_mask.sum(1).max())
+        # at least one column: a minibatch may hold only samples masked out of the update
+        r_keep = max(1, int(self.response_mask.sum(1).max()))
+        width = self.query_ids.shape[1]
+        cut = {key: getattr(self, key)[:, width - q_keep :] for key in ("query_ids", "query_mask")}
+        for key in ("response_ids", "response_mask", *self.PER_TOKEN):
+            cut[key] = getattr(self, key)[:, :r_keep]
+        return replace(self, **cut)
+
+
+@dataclass
+class Rollout(TokenBatch):
+    """Everything sampled and scored for one batch before the update."""
+
+    PER_TOKEN: ClassVar[tuple[str, ...]] = ("logprobs", "ref_logprobs", "values")
+
     logprobs: torch.Tensor  # (B, R) log pi_old(response_t | ...)
     ref_logprobs: torch.Tensor  # (B, R) log pi_ref(response_t | ...)
     values: torch.Tensor  # (B, R) V(s_t) of the policy's value head
 
-    def __len__(self) -> int:
-        return self.query_ids.shape[0]
+
+@dataclass
+class Minibatch(TokenBatch):
+    """What one optimizer step of the update reads: a rollout's rows with their advantages."""
+
+    PER_TOKEN: ClassVar[tuple[str, ...]] = (
+        "old_logprobs",
+        "old_values",
+        "ref_logprobs",
+        "advantages",
+        "returns",
+    )
+
+    old_logprobs: torch.Tensor  # (B, R) log pi_old, from the rollout
+    old_values: torch.Tensor  # (B, R) V_old, from the rollout
+    ref_logprobs: torch.Tensor  # (B, R)
+    advantages: torch.Tensor  # (B, R)
+    returns: torch.Tensor  # (B, R)
+
+    @classmethod
+    def from_rollout(
+        cls, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> Minibatch:
+        return cls(
+            **rollout.inputs(),
+            old_logprobs=rollout.logprobs,
+            old_values=rollout.values,
+            ref_logprobs=rollout.ref_logprobs,
+            advantages=advantages,
+            returns=returns,
+        )
 
 
 # The stats users already plot, named as classic TRL named them.

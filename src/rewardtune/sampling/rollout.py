@@ -25,7 +25,7 @@ from rewardtune.sampling.engines import (
     model_generation_defaults,
 )
 from rewardtune.sampling.fast import FastEngine, unsupported_reason
-from rewardtune.types import Rollout
+from rewardtune.types import Rollout, TokenBatch
 
 log = logging.getLogger("rewardtune")
 
@@ -141,32 +141,14 @@ def end_of_response(tokens: torch.Tensor, eos_ids: list[int]) -> int:
 
 def collate(
     queries: list[torch.Tensor], responses: list[torch.Tensor], pad_id: int, device
-) -> dict:
+) -> TokenBatch:
     """Left-padded queries and right-padded responses with their masks, on ``device``."""
-    return {
-        "query_ids": pad_left(queries, pad_id).to(device),
-        "query_mask": pad_left([torch.ones_like(q) for q in queries], 0).to(device),
-        "response_ids": pad_right(responses, pad_id).to(device),
-        "response_mask": pad_right([torch.ones_like(r) for r in responses], 0).to(device),
-    }
-
-
-def trim_padding(batch: dict) -> dict:
-    """Drop query columns that are padding in every row (left) and response columns (right)."""
-    q_keep = int(batch["query_mask"].sum(1).max())
-    # at least one column: a minibatch may hold only samples masked out of the update
-    r_keep = max(1, int(batch["response_mask"].sum(1).max()))
-    out = dict(batch)
-    for key in ("query_ids", "query_mask"):
-        out[key] = batch[key][:, batch[key].shape[1] - q_keep :]
-    for key in ("response_ids", "response_mask"):
-        out[key] = batch[key][:, :r_keep]
-    for key, value in batch.items():
-        if key not in out or key.startswith(("query", "response")):
-            continue
-        if value.dim() == 2 and value.shape[1] == batch["response_ids"].shape[1]:
-            out[key] = value[:, :r_keep]
-    return out
+    return TokenBatch(
+        query_ids=pad_left(queries, pad_id).to(device),
+        query_mask=pad_left([torch.ones_like(q) for q in queries], 0).to(device),
+        response_ids=pad_right(responses, pad_id).to(device),
+        response_mask=pad_right([torch.ones_like(r) for r in responses], 0).to(device),
+    )
 
 
 def score(
@@ -185,29 +167,26 @@ def score(
     """
     device = next(module.parameters()).device
     batch = collate(queries, responses, pad_id, device)
-    width = batch["response_ids"].shape[1]
+    width = batch.response_ids.shape[1]
     logprobs, values, ref_logprobs = [], [], []
     with eval_mode(module), torch.inference_mode():
         for start in range(0, len(queries), chunk_size):
-            chunk = trim_padding({k: v[start : start + chunk_size] for k, v in batch.items()})
+            chunk = batch.index(slice(start, start + chunk_size)).trim()
             if sampled is None:
-                logits, chunk_values = module(**chunk)
-                logprobs.append(_pad_to(logprobs_from_logits(logits, chunk["response_ids"]), width))
+                logits, chunk_values = module(**chunk.inputs())
+                logprobs.append(_pad_to(logprobs_from_logits(logits, chunk.response_ids), width))
                 values.append(_pad_to(chunk_values.float(), width))
             with reference() as ref_lm:
                 ref_logits = reference_logits(module, ref_lm, chunk)
             ref_logprobs.append(
-                _pad_to(logprobs_from_logits(ref_logits, chunk["response_ids"]), width)
+                _pad_to(logprobs_from_logits(ref_logits, chunk.response_ids), width)
             )
-    mask = batch["response_mask"]
+    mask = batch.response_mask
     if sampled is not None:
         logprobs = [pad_right(sampled.logprobs, 0.0).to(device)]
         values = [pad_right(sampled.values, 0.0).to(device)]
     return Rollout(
-        query_ids=batch["query_ids"],
-        query_mask=batch["query_mask"],
-        response_ids=batch["response_ids"],
-        response_mask=mask,
+        **batch.inputs(),
         logprobs=torch.cat(logprobs) * mask,
         ref_logprobs=torch.cat(ref_logprobs) * mask,
         values=torch.cat(values) * mask,
@@ -215,16 +194,16 @@ def score(
 
 
 def reference_logits(
-    module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: dict
+    module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: TokenBatch
 ) -> torch.Tensor:
     """Logits of the reference on the response positions (same alignment as the policy's)."""
     if ref_lm is module.lm:  # the adapter is disabled on the policy's own LM
-        logits, _ = module(**chunk, with_values=False)
+        logits, _ = module(**chunk.inputs(), with_values=False)
         return logits
     swapped = module.lm
     module.lm = ref_lm
     try:
-        logits, _ = module(**chunk, with_values=False)
+        logits, _ = module(**chunk.inputs(), with_values=False)
     finally:
         module.lm = swapped
     return logits

@@ -1,0 +1,161 @@
+"""The update of one PPO step: ``ppo_epochs`` passes over shuffled minibatches, each one
+clipped policy loss (+ value loss, + KL loss) and one optimizer step, with classic TRL's
+early stopping and ratio guard."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from rewardtune.config import PPOConfig
+from rewardtune.core import ppo as core
+from rewardtune.core.advantages import Estimator, kl_loss
+from rewardtune.core.tensors import logprobs_from_logits
+from rewardtune.sampling.rollout import eval_mode
+from rewardtune.training.collective import global_mean
+from rewardtune.training.guards import NonFiniteError, check_finite
+from rewardtune.types import Minibatch
+
+
+@dataclass
+class UpdateStats:
+    """Means over every minibatch of every process (the ``StepStats`` fields of the update)."""
+
+    policy_loss: float
+    total_loss: float
+    clipfrac: float
+    approxkl: float
+    grad_norm: float
+    value_loss: float | None = None  # only with a value head
+    value_clipfrac: float | None = None
+    kl_loss: float | None = None  # only with ppo.kl_in: loss
+    early_stopped: float = 0.0
+    skipped_minibatches: int = 0
+
+
+class Updater:
+    """Trains ``model`` with ``optimizer`` on one step's rollout; the update runs without
+    dropout (as sampling did): until the weights move, the ratio is exactly 1."""
+
+    def __init__(self, accelerator, model, optimizer, ppo: PPOConfig, estimator: Estimator):
+        self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
+        self.ppo, self.estimator = ppo, estimator
+
+    def update(self, data: Minibatch, kl_coef: float, step: int) -> UpdateStats:
+        """``ppo_epochs`` passes over this process's samples; ``step`` seeds the order."""
+        totals: dict[str, list[float]] = {}
+        skipped, stopped = 0, False
+        with eval_mode(self.model):
+            for epoch in self.epochs(data, step):
+                for batch in epoch:
+                    stats = self.minibatch_step(batch, kl_coef, step)
+                    skipped += int(stats.pop("skipped"))
+                    for key, value in stats.items():
+                        totals.setdefault(key, []).append(value)
+                if self.stop_early(stats["approxkl"]):
+                    stopped = True
+                    break
+        means = {k: global_mean(self.accelerator, torch.tensor(v)) for k, v in totals.items()}
+        return UpdateStats(**means, early_stopped=float(stopped), skipped_minibatches=skipped)
+
+    def epochs(self, data: Minibatch, step: int) -> Iterator[Iterator[Minibatch]]:
+        """``ppo_epochs`` times: this process's samples in a new order, as minibatches of
+        ``mini_batch_size / world``, each trimmed of its all-padding columns."""
+        mini = max(1, self.ppo.mini_batch_size // self.accelerator.num_processes)
+        generator = torch.Generator().manual_seed(self.ppo.seed + step)
+        for _ in range(self.ppo.ppo_epochs):
+            order = torch.randperm(len(data), generator=generator)
+            yield (data.index(index).trim() for index in order.split(mini))
+
+    def stop_early(self, approxkl: float) -> bool:
+        """``ppo.early_stopping``, checked after each epoch on its last minibatch as classic TRL
+        did; decided on the mean over processes, so all stop together."""
+        if not self.ppo.early_stopping:
+            return False
+        mean = global_mean(self.accelerator, torch.tensor([approxkl]))
+        return core.should_stop_early(mean, self.ppo.target_kl_early)
+
+    def skip_minibatch(self, logprobs, old_logprobs, mask) -> bool:
+        """``ppo.ratio_threshold``: decided on the mean over processes, so all skip together."""
+        if self.ppo.ratio_threshold is None:
+            return False
+        ratio = global_mean(
+            self.accelerator, core.mean_ratio(logprobs.detach(), old_logprobs, mask)
+        )
+        return core.should_skip_minibatch(ratio, self.ppo.ratio_threshold)
+
+    def minibatch_step(self, batch: Minibatch, kl_coef: float, step: int) -> dict[str, float]:
+        """Loss and one optimizer step (unless the ratio guard skips it) on one minibatch."""
+        mask = batch.response_mask
+        logits, values = self.model(**batch.inputs())
+        logprobs = logprobs_from_logits(logits, batch.response_ids)
+        pg_loss, clipfrac, approxkl = core.policy_loss(
+            logprobs, batch.old_logprobs, batch.advantages, mask, self.ppo.cliprange
+        )
+        loss, terms = pg_loss, {}
+        if self.estimator.uses_critic:  # critic-free estimators have no value loss
+            vf_loss, vf_clipfrac = core.value_loss(
+                values.float(), batch.old_values, batch.returns, mask, self.ppo.cliprange_value
+            )
+            loss = loss + self.ppo.vf_coef * vf_loss
+            terms = {"value_loss": vf_loss.item(), "value_clipfrac": vf_clipfrac.item()}
+        if self.estimator.kl_in == "loss":
+            kl_term = kl_loss(logprobs, batch.ref_logprobs, mask)
+            loss = loss + kl_coef * kl_term
+            terms["kl_loss"] = kl_term.item()
+        check_finite(step, "loss", loss)
+        skip = self.skip_minibatch(logprobs, batch.old_logprobs, mask)
+        grad_norm = 0.0 if skip else self.optimizer_step(loss, step)
+        return {
+            "policy_loss": pg_loss.item(),
+            "total_loss": loss.item(),
+            "clipfrac": clipfrac.item(),
+            "approxkl": approxkl.item(),
+            "grad_norm": grad_norm,
+            "skipped": float(skip),
+            **terms,
+        }
+
+    def optimizer_step(self, loss: torch.Tensor, step: int) -> float:
+        """Backward, clip, step; returns the gradient norm."""
+        self.accelerator.backward(loss)
+        grad_norm = self.clip_gradients(step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def clip_gradients(self, step: int) -> float:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.ppo.max_grad_norm is not None:
+            norm = self.accelerator.clip_grad_norm_(params, self.ppo.max_grad_norm)
+            if norm is None:  # DeepSpeed clips inside its own step and reports nothing here
+                return 0.0
+        else:
+            norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in params if p.grad is not None])
+            )
+        norm = float(norm)
+        if not math.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(
+                f"step {step}: gradients are NaN/Inf; lower ppo.learning_rate or set "
+                "ppo.reward_clip"
+            )
+        return norm
+
+
+def estimator(ppo: PPOConfig) -> Estimator:
+    """The ``ppo`` keys that decide how scores become advantages."""
+    return Estimator(
+        name=ppo.advantage,
+        samples_per_prompt=ppo.samples_per_prompt,
+        kl_estimator=ppo.kl_estimator,
+        kl_in=ppo.kl_in,
+        grpo_scale=ppo.grpo_scale,
+        gamma=ppo.gamma,
+        lam=ppo.lam,
+        whiten_rewards=ppo.whiten_rewards,
+    )
