@@ -16,7 +16,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from rewardtune.rewards.registry import Section, is_type_name, reward_types, toxicity_types
+from rewardtune.rewards.registry import (
+    PUBLIC,
+    Section,
+    is_type_name,
+    reward_types,
+    toxicity_types,
+)
 from rewardtune.text import checked_encoding, checked_run_dir, checked_template
 from rewardtune.types import RewardtuneError
 
@@ -218,7 +224,7 @@ class Config(Section):
     def public_dump(self) -> dict[str, Any]:
         """The config as plain data with secrets redacted: what config.yaml, reports, logs
         and trackers get."""
-        return self.model_dump(mode="json", context={"public": True})
+        return self.model_dump(mode="json", context=PUBLIC)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.public_dump(), sort_keys=False)

@@ -9,7 +9,7 @@ from rewardtune.rewards.base import (
     call_with_retries,
     check_scores,
 )
-from rewardtune.rewards.registry import RewardBase, Section, describe_term
+from rewardtune.rewards.registry import RewardBase, ToxicityBase, describe_term
 
 __all__ = [
     "Reward",
@@ -43,7 +43,7 @@ def build_reward(specs: list[RewardBase]) -> WeightedReward:
     )
 
 
-def build_toxicity(spec: Section) -> Reward:
+def build_toxicity(spec: ToxicityBase) -> Reward:
     """P(toxic) in [0, 1] from an ``eval.toxicity`` section: a classifier's toxic class, or
     alt-profanity-check."""
     return spec.scorer("eval.toxicity")

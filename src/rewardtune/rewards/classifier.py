@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from rewardtune.rewards.base import join
-from rewardtune.rewards.registry import Input, RewardBase, Section, reward_type, toxicity_type
+from rewardtune.rewards.registry import Input, RewardBase, ToxicityBase, reward_type, toxicity_type
 from rewardtune.types import RewardtuneError
 
 log = logging.getLogger("rewardtune")
@@ -31,7 +31,7 @@ class ClassifierSpec(RewardBase):
 
 
 @toxicity_type
-class ClassifierToxicitySpec(Section):
+class ClassifierToxicitySpec(ToxicityBase):
     """P(label) under a text classifier, e.g. ``hate`` of the RoBERTa hate-speech model."""
 
     type: Literal["classifier"]

@@ -6,7 +6,7 @@ import math
 from typing import ClassVar, Literal
 
 from rewardtune.rewards.base import join
-from rewardtune.rewards.registry import Input, RewardBase, Section, reward_type, toxicity_type
+from rewardtune.rewards.registry import Input, RewardBase, ToxicityBase, reward_type, toxicity_type
 from rewardtune.types import RewardtuneError
 
 
@@ -32,7 +32,7 @@ class VaderSpec(RewardBase):
 
 
 @toxicity_type
-class ProfanityToxicitySpec(Section):
+class ProfanityToxicitySpec(ToxicityBase):
     """P(offensive) under alt-profanity-check's linear model."""
 
     type: Literal["profanity"]

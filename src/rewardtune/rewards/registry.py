@@ -46,10 +46,17 @@ class RewardBase(Section):
         raise NotImplementedError
 
 
+class ToxicityBase(Section):
+    """``eval.toxicity``: a scorer of P(toxic) in [0, 1]."""
+
+    def scorer(self, where: str) -> Reward:
+        raise NotImplementedError
+
+
 Spec = TypeVar("Spec", bound=type[Section])
 
 REWARD_TYPES: dict[str, type[RewardBase]] = {}
-TOXICITY_TYPES: dict[str, type[Section]] = {}  # eval.toxicity: a Section with scorer(where)
+TOXICITY_TYPES: dict[str, type[ToxicityBase]] = {}
 
 
 def reward_type(cls: Spec) -> Spec:
@@ -58,8 +65,7 @@ def reward_type(cls: Spec) -> Spec:
 
 
 def toxicity_type(cls: Spec) -> Spec:
-    """Class decorator: ``cls`` (a Section with ``scorer(where)`` giving P(toxic) in [0, 1]) is
-    a type of ``eval.toxicity``."""
+    """Class decorator: ``cls`` (a ToxicityBase) is a type of ``eval.toxicity``."""
     return _register(TOXICITY_TYPES, cls)
 
 
@@ -93,7 +99,7 @@ def reward_types() -> tuple[type[RewardBase], ...]:
     return _ordered(REWARD_TYPES)
 
 
-def toxicity_types() -> tuple[type[Section], ...]:
+def toxicity_types() -> tuple[type[ToxicityBase], ...]:
     discover()
     return _ordered(TOXICITY_TYPES)
 
@@ -110,8 +116,11 @@ def is_type_name(part: object) -> bool:
     return part in REWARD_TYPES or part in TOXICITY_TYPES
 
 
+PUBLIC = {"public": True}  # model_dump(context=PUBLIC): for files, reports, logs, trackers
+
+
 def is_public(info: SerializationInfo) -> bool:
-    """Whether a dump is for config.yaml, reports, logs and trackers: secrets are redacted."""
+    """Whether a dump is a PUBLIC one, where a spec redacts its secrets."""
     return bool((info.context or {}).get("public"))
 
 
