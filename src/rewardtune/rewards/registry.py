@@ -4,7 +4,8 @@ A reward type is one file in ``rewardtune/rewards/``: a spec (a pydantic section
 ``type: Literal["name"]``, decorated with ``@reward_type``) whose ``scorer(where)`` builds the
 scorer. Nothing else changes: the files are found by listing the package, ``config`` builds the
 recipe's ``reward:`` union and ``eval.toxicity`` from these tables, and the report describes a
-term with ``describe_term``.
+term with ``describe_term``. ``config`` imports every type, so a type imports heavy libraries
+(transformers, a server client) inside the functions that need them.
 """
 
 from __future__ import annotations
