@@ -168,6 +168,13 @@ def test_unknown_reward_type_in_a_recipe_file_is_rejected(tmp_path: Path):
         load_config(str(path))
 
 
+def test_an_http_reward_takes_no_input_it_would_ignore():
+    message = error_message(DEFAULT_RECIPE, ["reward=[{type: http, url: 'h', input: response}]"])
+    assert message.endswith(
+        "reward.0.input: unknown key (check the spelling against `rewardtune config`)"
+    )
+
+
 @pytest.mark.parametrize("name", RECIPES)
 def test_to_yaml_round_trips_through_load_config(name, tmp_path: Path):
     config = load_config(name, ["data.query_tokens=[2,8]", "ppo.learning_rate=3e-5"])

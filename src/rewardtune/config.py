@@ -6,29 +6,27 @@ Validated once here, at the edge; everything below receives these objects and tr
 from __future__ import annotations
 
 import json
+import operator
 import re
+from functools import reduce
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from rewardtune.text import (
-    checked_encoding,
-    checked_run_dir,
-    checked_template,
-    redact_url,
-    redact_value,
+from rewardtune.rewards.registry import (
+    PUBLIC,
+    Section,
+    is_type_name,
+    reward_types,
+    toxicity_types,
 )
+from rewardtune.text import checked_encoding, checked_run_dir, checked_template
 from rewardtune.types import RewardtuneError
 
 DEFAULT_RECIPE = "smollm2-detox"
-
-
-class Section(BaseModel):
-    # allow_inf_nan=False: `learning_rate: .inf` or `weight: .nan` is a mistake, not a value
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy seeds are unsigned 32-bit
@@ -60,81 +58,16 @@ class ModelConfig(Section):
         return self
 
 
-# --- rewards -------------------------------------------------------------------------
+# --- rewards: one module per type in rewards/, found there -----------------------------
 
 
-class RewardBase(Section):
-    weight: float = 1.0
-    input: Literal["prompt+response", "response"] = "prompt+response"
-    retries: int = Field(0, ge=0)
-    retry_backoff_s: float = Field(0.0, ge=0)  # waits backoff, 2*backoff, 4*backoff, ...
-    name: str | None = None  # shown in stats; defaults to the type (and label)
+def _by_type(types: tuple[type[Section], ...]) -> Any:
+    """One of ``types``, chosen by the section's ``type:`` key."""
+    return Annotated[reduce(operator.or_, types), Field(discriminator="type")]
 
 
-class ClassifierReward(RewardBase):
-    type: Literal["classifier"]
-    model: str
-    label: str
-    output: Literal["logit", "prob", "logprob"] = "logit"
-    batch_size: int = Field(32, gt=0)
-
-
-class ProfanityReward(RewardBase):
-    type: Literal["profanity"]
-    output: Literal["prob", "logit"] = "prob"
-
-
-class VaderReward(RewardBase):
-    type: Literal["vader"]
-
-
-class PythonReward(RewardBase):
-    type: Literal["python"]
-    function: str  # "pkg.module:fn" or "path/to/file.py:fn"
-    # fn(responses), fn(prompts, responses) or fn(texts) (texts: what `input` names);
-    # null: from the function's required positional parameters (2: prompts_responses, 1: texts)
-    call: Literal["responses", "prompts_responses", "texts"] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> PythonReward:
-        if ":" not in self.function:
-            raise ValueError("function must look like 'pkg.module:fn' or 'path/file.py:fn'")
-        return self
-
-
-class HttpReward(RewardBase):
-    type: Literal["http"]
-    url: str  # ${ENV} is filled in at call time; user-info and query values are never written
-    headers: dict[str, str] = Field(default_factory=dict)  # values may name ${ENV} variables
-    timeout_s: float = Field(30.0, gt=0)  # bounds each whole call, not each socket read
-    retries: int = Field(2, ge=0)
-    retry_backoff_s: float = Field(1.0, ge=0)  # waits backoff, 2*backoff, 4*backoff, ...
-
-
-RewardSpec = Annotated[
-    ClassifierReward | ProfanityReward | VaderReward | PythonReward | HttpReward,
-    Field(discriminator="type"),
-]
-
-
-class ClassifierToxicity(Section):
-    """P(label) under a text classifier, e.g. ``hate`` of the RoBERTa hate-speech model."""
-
-    type: Literal["classifier"]
-    model: str
-    label: str
-    input: Literal["prompt+response", "response"] = "response"
-    batch_size: int = Field(32, gt=0)
-
-
-class ProfanityToxicity(Section):
-    """P(offensive) under alt-profanity-check's linear model."""
-
-    type: Literal["profanity"]
-    input: Literal["prompt+response", "response"] = "response"
-
-
-ToxicitySpec = Annotated[ClassifierToxicity | ProfanityToxicity, Field(discriminator="type")]
+RewardSpec = _by_type(reward_types())
+ToxicitySpec = _by_type(toxicity_types())
 
 
 # --- data, generation, ppo, eval, run ------------------------------------------------
@@ -291,12 +224,7 @@ class Config(Section):
     def public_dump(self) -> dict[str, Any]:
         """The config as plain data with secrets redacted: what config.yaml, reports, logs
         and trackers get."""
-        data = self.model_dump(mode="json")
-        for spec in [*data["reward"], *data["eval"]["extra_scorers"]]:
-            if spec.get("type") == "http":
-                spec["url"] = redact_url(spec["url"])
-                spec["headers"] = {k: redact_value(v) for k, v in spec["headers"].items()}
-        return data
+        return self.model_dump(mode="json", context=PUBLIC)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.public_dump(), sort_keys=False)
@@ -390,18 +318,12 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
 def format_validation_error(err: ValidationError, source: str) -> str:
     """The first problem of a pydantic error as one line that names the key path."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not _is_union_tag(p))
+    loc = ".".join(str(p) for p in first["loc"] if not is_type_name(p))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling against `rewardtune config`)"
-    elif first["type"] == "union_tag_invalid":
-        msg = f"{msg}"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {loc or 'config'}: {msg}{more}"
-
-
-def _is_union_tag(part: Any) -> bool:
-    return part in {"classifier", "profanity", "vader", "python", "http"}
 
 
 def validate(data: dict[str, Any], source: str) -> Config:

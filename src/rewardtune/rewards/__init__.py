@@ -1,22 +1,15 @@
-"""Rewards: the protocol, its implementations, and building them from the config."""
+"""Rewards: the protocol, the reward types (one module each, see ``registry``), and building
+them from the config."""
 
 from __future__ import annotations
 
-from rewardtune.config import ClassifierReward as ClassifierSpec
-from rewardtune.config import HttpReward as HttpSpec
-from rewardtune.config import ProfanityReward as ProfanitySpec
-from rewardtune.config import PythonReward as PythonSpec
-from rewardtune.config import VaderReward as VaderSpec
 from rewardtune.rewards.base import (
     Reward,
     WeightedReward,
     call_with_retries,
     check_scores,
 )
-from rewardtune.rewards.classifier import ClassifierScorer
-from rewardtune.rewards.http import HttpReward
-from rewardtune.rewards.lexicon import ProfanityReward, ProfanityToxicity, VaderReward
-from rewardtune.rewards.python import PythonReward
+from rewardtune.rewards.registry import RewardBase, ToxicityBase, describe_term
 
 __all__ = [
     "Reward",
@@ -26,29 +19,19 @@ __all__ = [
     "build_toxicity",
     "call_with_retries",
     "check_scores",
+    "describe_term",
 ]
 
 
-def build_scorer(spec, where: str) -> Reward:
+def build_scorer(spec: RewardBase, where: str) -> Reward:
     """One reward from its config section."""
-    if isinstance(spec, ClassifierSpec):
-        scorer = ClassifierScorer.from_spec(spec, where)
-    elif isinstance(spec, ProfanitySpec):
-        scorer = ProfanityReward(spec.output, spec.input)
-    elif isinstance(spec, VaderSpec):
-        scorer = VaderReward(spec.input)
-    elif isinstance(spec, PythonSpec):
-        scorer = PythonReward(spec.function, spec.input, where, spec.call)
-    elif isinstance(spec, HttpSpec):
-        scorer = HttpReward(spec.url, spec.timeout_s, headers=spec.headers, where=where)
-    else:  # pragma: no cover - config validation rules this out
-        raise TypeError(f"unknown reward spec {spec!r}")
+    scorer = spec.scorer(where)
     if spec.name:
         scorer.name = spec.name
     return scorer
 
 
-def build_reward(specs: list) -> WeightedReward:
+def build_reward(specs: list[RewardBase]) -> WeightedReward:
     """The recipe's total reward: the weighted sum of its ``reward:`` list."""
     terms = [(build_scorer(spec, f"reward.{i}"), spec.weight) for i, spec in enumerate(specs)]
     names = [r.name for r, _ in terms]
@@ -60,8 +43,7 @@ def build_reward(specs: list) -> WeightedReward:
     )
 
 
-def build_toxicity(spec) -> Reward:
-    """P(toxic) in [0, 1]: a classifier's toxic class, or alt-profanity-check."""
-    if spec.type == "profanity":
-        return ProfanityToxicity(spec.input)
-    return ClassifierScorer.from_spec(spec, "eval.toxicity", output="prob")
+def build_toxicity(spec: ToxicityBase) -> Reward:
+    """P(toxic) in [0, 1] from an ``eval.toxicity`` section: a classifier's toxic class, or
+    alt-profanity-check."""
+    return spec.scorer("eval.toxicity")

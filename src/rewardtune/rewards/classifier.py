@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 import logging
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from rewardtune.rewards.base import join
+from rewardtune.rewards.registry import Input, RewardBase, ToxicityBase, reward_type, toxicity_type
 from rewardtune.types import RewardtuneError
 
 log = logging.getLogger("rewardtune")
+
+
+@reward_type
+class ClassifierSpec(RewardBase):
+    type: Literal["classifier"]
+    input: Input = "prompt+response"
+    model: str
+    label: str
+    output: Literal["logit", "prob", "logprob"] = "logit"
+    batch_size: int = Field(32, gt=0)
+
+    summary: ClassVar = ("model", "label", "output")
+
+    def scorer(self, where: str) -> ClassifierScorer:
+        return ClassifierScorer.from_spec(self, where)
+
+
+@toxicity_type
+class ClassifierToxicitySpec(ToxicityBase):
+    """P(label) under a text classifier, e.g. ``hate`` of the RoBERTa hate-speech model."""
+
+    type: Literal["classifier"]
+    model: str
+    label: str
+    input: Input = "response"
+    batch_size: int = Field(32, gt=0)
+
+    def scorer(self, where: str) -> ClassifierScorer:
+        return ClassifierScorer.from_spec(self, where, output="prob")
 
 
 def load_classifier(model_name: str, device: str | torch.device | None = None):

@@ -9,9 +9,36 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
+from typing import ClassVar, Literal
 
-from rewardtune.text import REDACTED, fill_env
+from pydantic import Field, SerializationInfo, field_serializer
+
+from rewardtune.rewards.registry import RewardBase, is_public, reward_type
+from rewardtune.text import REDACTED, fill_env, redact_url, redact_value
 from rewardtune.types import RewardtuneError
+
+
+@reward_type
+class HttpSpec(RewardBase):  # the server gets prompts and responses apart: no `input`
+    type: Literal["http"]
+    url: str  # ${ENV} is filled in at call time; user-info and query values are never written
+    headers: dict[str, str] = Field(default_factory=dict)  # values may name ${ENV} variables
+    timeout_s: float = Field(30.0, gt=0)  # bounds each whole call, not each socket read
+    retries: int = Field(2, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0)  # waits backoff, 2*backoff, 4*backoff, ...
+
+    summary: ClassVar = ("url",)
+
+    @field_serializer("url")
+    def _public_url(self, url: str, info: SerializationInfo) -> str:
+        return redact_url(url) if is_public(info) else url
+
+    @field_serializer("headers")
+    def _public_headers(self, headers: dict[str, str], info: SerializationInfo) -> dict[str, str]:
+        return {k: redact_value(v) for k, v in headers.items()} if is_public(info) else headers
+
+    def scorer(self, where: str) -> HttpReward:
+        return HttpReward(self.url, self.timeout_s, headers=self.headers, where=where)
 
 
 class HttpReward:

@@ -3,9 +3,43 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar, Literal
 
 from rewardtune.rewards.base import join
+from rewardtune.rewards.registry import Input, RewardBase, ToxicityBase, reward_type, toxicity_type
 from rewardtune.types import RewardtuneError
+
+
+@reward_type
+class ProfanitySpec(RewardBase):
+    type: Literal["profanity"]
+    input: Input = "prompt+response"
+    output: Literal["prob", "logit"] = "prob"
+
+    summary: ClassVar = ("output",)
+
+    def scorer(self, where: str) -> ProfanityReward:
+        return ProfanityReward(self.output, self.input)
+
+
+@reward_type
+class VaderSpec(RewardBase):
+    type: Literal["vader"]
+    input: Input = "prompt+response"
+
+    def scorer(self, where: str) -> VaderReward:
+        return VaderReward(self.input)
+
+
+@toxicity_type
+class ProfanityToxicitySpec(ToxicityBase):
+    """P(offensive) under alt-profanity-check's linear model."""
+
+    type: Literal["profanity"]
+    input: Input = "response"
+
+    def scorer(self, where: str) -> ProfanityToxicity:
+        return ProfanityToxicity(self.input)
 
 
 def _profanity_module():

@@ -7,9 +7,34 @@ import importlib.util
 import inspect
 import sys
 from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import model_validator
 
 from rewardtune.rewards.base import join
+from rewardtune.rewards.registry import Input, RewardBase, reward_type
 from rewardtune.types import RewardtuneError
+
+
+@reward_type
+class PythonSpec(RewardBase):
+    type: Literal["python"]
+    input: Input = "prompt+response"
+    function: str  # "pkg.module:fn" or "path/to/file.py:fn"
+    # fn(responses), fn(prompts, responses) or fn(texts) (texts: what `input` names);
+    # null: from the function's required positional parameters (2: prompts_responses, 1: texts)
+    call: Literal["responses", "prompts_responses", "texts"] | None = None
+
+    summary: ClassVar = ("function",)
+
+    @model_validator(mode="after")
+    def _check(self) -> PythonSpec:
+        if ":" not in self.function:
+            raise ValueError("function must look like 'pkg.module:fn' or 'path/file.py:fn'")
+        return self
+
+    def scorer(self, where: str) -> PythonReward:
+        return PythonReward(self.function, self.input, where, self.call)
 
 
 def import_function(target: str, where: str):
