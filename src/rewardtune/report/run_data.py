@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from rewardtune.rewards import describe_term
 from rewardtune.runs.rundir import CONFIG, METRICS, SAMPLES, read_jsonl
 from rewardtune.types import RewardtuneError
 
@@ -55,14 +56,6 @@ def load_run(run_dir: Path) -> RunData:
     )
 
 
-def reward_term(term: dict) -> str:
-    """One ``reward:`` entry: ``profanity × 1.0 (output=prob)``."""
-    keys = ("model", "label", "output", "function", "url")
-    details = [f"{k}={term[k]}" for k in keys if k in term]
-    text = f"{term.get('type', '?')} × {term.get('weight', 1.0)}"
-    return f"{text} ({', '.join(details)})" if details else text
-
-
 def reward_text(config: dict) -> str:
     """Every reward term of a config joined by ' + ' ('' when there is none)."""
-    return " + ".join(reward_term(t) for t in config.get("reward") or [])
+    return " + ".join(describe_term(t) for t in config.get("reward") or [])
