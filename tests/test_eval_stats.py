@@ -100,3 +100,19 @@ def test_evaluation_samples_each_prompt_k_times_and_tags_each_row_with_its_promp
     assert len({r["after"] for r in rows[:3]}) > 1  # three draws, not one copied
     names = {m["name"] for m in summary.metrics}
     assert {"toxicity/expected_max", "toxicity/probability", "empty", "length"} <= names
+
+
+def test_evaluation_builds_each_scorer_once(tmp_path, tiny_llama, prompts_file, monkeypatch):
+    from conftest import tiny_overrides
+    from rewardtune import PPOTrainer
+    from rewardtune.evaluation.evaluate import evaluate_run
+    from rewardtune.rewards.base import WeightedReward
+    from rewardtune.runs.rundir import RunDir
+
+    config = load_config(None, tiny_overrides(tiny_llama, prompts_file, steps=0))
+    trainer = PPOTrainer(config, run_dir=RunDir.create(tmp_path / "run", config.to_yaml()))
+    built = []
+    init = WeightedReward.__init__
+    monkeypatch.setattr(WeightedReward, "__init__", lambda s, *a: built.append(1) or init(s, *a))
+    evaluate_run(tmp_path / "run", trainer)
+    assert len(built) == 1  # one reward for both sides, not one per side
