@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardtune.config import load_config
+from rewardtune.config import EvalConfig, load_config
 from rewardtune.distributed import full_parameters, gather_objects, process_state, strided_share
 from rewardtune.evaluation.metrics import Measured, sample_measures
 from rewardtune.evaluation.records import EvalRow, EvalSummary
@@ -79,7 +79,7 @@ def evaluate_run(
     return summary
 
 
-def _summarise_rows(ev, rows: list[EvalRow]) -> EvalSummary:
+def _summarise_rows(ev: EvalConfig, rows: list[EvalRow]) -> EvalSummary:
     summary = summarise(
         ev,
         {name: [r.scores_before[name] for r in rows] for name in rows[0].scores_before},
