@@ -89,7 +89,7 @@ def run_one(estimator: str, base: dict, seconds: float, k: int, folder: Path) ->
     trainer = PPOTrainer(config, run_dir=run)
     steps, spent = train_for(trainer, seconds)
     summary = evaluate_run(run.path, trainer)
-    metrics = {m["name"]: m for m in summary["metrics"]}
+    metrics = {m["name"]: m for m in summary.metrics}
     return {"estimator": estimator, "steps": steps, "s_per_step": spent / max(steps, 1)} | {
         name: metrics[name] for name in ("toxicity/flagged", "toxicity", "perplexity")
     }

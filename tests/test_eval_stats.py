@@ -8,7 +8,7 @@ import pytest
 
 from rewardtune import stats
 from rewardtune.config import load_config
-from rewardtune.evaluation.evaluate import summarise
+from rewardtune.evaluation.summary import summarise
 
 # two prompts, three samples each
 CLUSTERS = np.array([0, 0, 0, 1, 1, 1])
@@ -55,7 +55,8 @@ def test_summary_has_the_per_prompt_toxicity_rows_and_the_empty_share():
     cfg = load_config(None, ["eval.samples_per_prompt=3", "eval.bootstrap=200"])
     before = {"toxicity": [0.1, 0.7, 0.2, 0.3, 0.4, 0.45], "empty": [0, 0, 0, 0, 0, 1.0]}
     after = {"toxicity": [0.1, 0.2, 0.2, 0.3, 0.1, 0.1], "empty": [0.0] * 6}
-    summary = summarise(cfg, before, after, ["a b"] * 6, ["a b"] * 6, np.zeros(6), CLUSTERS)
+    texts = (["a b"] * 6, ["a b"] * 6)
+    summary = summarise(cfg.eval, before, after, texts, np.zeros(6), CLUSTERS).to_dict()
     rows = {m["name"]: m for m in summary["metrics"]}
     # expected max 0.575 -> (0.2 + 0.3) / 2 = 0.25; toxicity probability 1/2 -> 0
     assert rows["toxicity/expected_max"]["before"]["mean"] == pytest.approx(0.575)
@@ -92,10 +93,26 @@ def test_evaluation_samples_each_prompt_k_times_and_tags_each_row_with_its_promp
     config = load_config(str(recipe), overrides)
     trainer = PPOTrainer(config, run_dir=RunDir.create(tmp_path / "run", config.to_yaml()))
     summary = evaluate_run(tmp_path / "run", trainer)
-    rows = summary["rows"]
-    assert summary["n_prompts"] == 2 and len(rows) == 6
+    rows = [r.to_dict() for r in summary.rows]
+    assert summary.n_prompts == 2 and len(rows) == 6
     assert [r["prompt_id"] for r in rows] == [0, 0, 0, 1, 1, 1]
     assert len({r["prompt"] for r in rows[:3]}) == 1 and rows[0]["prompt"] != rows[3]["prompt"]
     assert len({r["after"] for r in rows[:3]}) > 1  # three draws, not one copied
-    names = {m["name"] for m in summary["metrics"]}
+    names = {m["name"] for m in summary.metrics}
     assert {"toxicity/expected_max", "toxicity/probability", "empty", "length"} <= names
+
+
+def test_evaluation_builds_each_scorer_once(tmp_path, tiny_llama, prompts_file, monkeypatch):
+    from conftest import tiny_overrides
+    from rewardtune import PPOTrainer
+    from rewardtune.evaluation.evaluate import evaluate_run
+    from rewardtune.rewards.base import WeightedReward
+    from rewardtune.runs.rundir import RunDir
+
+    config = load_config(None, tiny_overrides(tiny_llama, prompts_file, steps=0))
+    trainer = PPOTrainer(config, run_dir=RunDir.create(tmp_path / "run", config.to_yaml()))
+    built = []
+    init = WeightedReward.__init__
+    monkeypatch.setattr(WeightedReward, "__init__", lambda s, *a: built.append(1) or init(s, *a))
+    evaluate_run(tmp_path / "run", trainer)
+    assert len(built) == 1  # one reward for both sides, not one per side

@@ -42,21 +42,22 @@ def config(**sections) -> Config:
 def test_summary_prints_brackets_and_escapes_in_model_text_literally():
     from rich.console import Console
 
-    from rewardtune.evaluation.evaluate import print_summary
+    from rewardtune.evaluation.console import print_summary
+    from rewardtune.evaluation.records import EvalRow, EvalSummary
     from test_report import _eval_summary
 
     rows = [
-        {
-            "prompt": p,
-            "before": b,
-            "after": a,
-            "scores_before": {"reward/total": 0.0},
-            "scores_after": {"reward/total": 1.0},
-        }
-        for p, b, a in zip(TRICKY, TRICKY[1:] + TRICKY[:1], TRICKY[2:] + TRICKY[:2], strict=True)
+        EvalRow(p, b, a, {"reward/total": 0.0}, {"reward/total": 1.0}, kl=0.0, prompt_id=i)
+        for i, (p, b, a) in enumerate(
+            zip(TRICKY, TRICKY[1:] + TRICKY[:1], TRICKY[2:] + TRICKY[:2], strict=True)
+        )
     ]
-    summary = _eval_summary() | {"rows": rows}
-    summary["metrics"][0]["label"] = "Reward [/] [bold]x"
+    data = _eval_summary()
+    for side in ("before", "after"):  # the fields a fresh evaluation prints
+        data["toxicity"][side] |= {"expected_max": 0.5, "probability": 0.5}
+    summary = EvalSummary.from_dict(data)
+    summary.rows = rows
+    summary.metrics[0]["label"] = "Reward [/] [bold]x"
     out = io.StringIO()
     print_summary(summary, Console(file=out, force_terminal=True, width=400))
     text = out.getvalue()
@@ -98,12 +99,12 @@ def test_latin1_and_bom_files_read_with_data_encoding(tmp_path):
 
 
 def test_extra_scorer_returning_the_wrong_count_is_a_reward_error():
-    from rewardtune.evaluation.evaluate import text_scores
+    from rewardtune.evaluation.scoring import Scorers
 
     extra = [{"type": "python", "function": f"{REWARDS}:short_reward"}]
     cfg = config(eval={"extra_scorers": extra})
     with pytest.raises(RewardtuneError, match="returned 1 scores for 2 responses"):
-        text_scores(cfg, ["a", "b"], ["c", "d"])
+        Scorers.build(cfg.reward, cfg.eval).score(["a", "b"], ["c", "d"])
 
 
 # --- 12: --overwrite replaces only a rewardtune run ------------------------------------

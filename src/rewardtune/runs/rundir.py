@@ -23,6 +23,9 @@ SAMPLES = "samples.jsonl"
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 STATE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
+RUN_INFO = "run_info.json"  # wall time (summed over resumes), parameter counts, steps done
+EVAL = "eval.json"  # the evaluation's summary
+EVAL_ROWS = "eval.jsonl"  # its samples, one per line
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -123,13 +126,23 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path, config_yaml: str, overwrite: bool = False) -> RunDir:
-        check_new_run_dir(path, overwrite)
-        if path.exists() and any(path.iterdir()):
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        run = cls(path)
-        write_atomic(path / CONFIG, config_yaml)
+        run = cls.new(path, overwrite)
+        run.initialise(config_yaml)
         return run
+
+    @classmethod
+    def new(cls, path: Path, overwrite: bool = False) -> RunDir:
+        """The folder of a new run, checked (see ``check_new_run_dir``) but not yet written:
+        every process knows it before the models load, rank 0 then ``initialise``s it."""
+        check_new_run_dir(path, overwrite)
+        return cls(path)
+
+    def initialise(self, config_yaml: str) -> None:
+        """Empty the checked folder (an earlier run that --overwrite replaces), write config."""
+        if self.path.exists() and any(self.path.iterdir()):
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path / CONFIG, config_yaml)
 
     @classmethod
     def open_existing(cls, path: Path | str) -> RunDir:
@@ -145,6 +158,18 @@ class RunDir:
     @property
     def final_dir(self) -> Path:
         return self.path / FINAL
+
+    def add_run_info(self, wall_time_s: float, parameters: dict, model: str, steps: int) -> None:
+        """Write run_info.json; a resumed run adds its wall time to the earlier sessions'."""
+        path = self.path / RUN_INFO
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        info = {
+            "wall_time_s": previous.get("wall_time_s", 0.0) + wall_time_s,
+            "parameters": parameters,
+            "model": model,
+            "steps_done": steps,
+        }
+        write_atomic(path, json.dumps(info, indent=2))
 
     # -- jsonl logs -----------------------------------------------------------------
 

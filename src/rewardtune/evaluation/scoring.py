@@ -1,0 +1,47 @@
+"""The evaluation's scorers, built once per evaluation and used on both sides: the
+recipe's reward (total and, with several terms, each term), the toxicity scorer and the
+extra scorers of ``eval``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rewardtune.config import EvalConfig
+from rewardtune.evaluation.metrics import REWARD_TOTAL, TOXICITY
+from rewardtune.rewards import (
+    WeightedReward,
+    build_reward,
+    build_scorer,
+    build_toxicity,
+    call_with_retries,
+)
+from rewardtune.rewards.base import Reward
+
+
+@dataclass
+class Scorers:
+    reward: WeightedReward
+    toxicity: Reward | None
+    extras: list[tuple[Reward, object]]  # (scorer, its spec: retries and backoff)
+
+    @classmethod
+    def build(cls, reward_specs: list, ev: EvalConfig) -> Scorers:
+        toxicity = build_toxicity(ev.toxicity) if ev.toxicity is not None else None
+        extras = [
+            (build_scorer(spec, f"eval.extra_scorers.{i}"), spec)
+            for i, spec in enumerate(ev.extra_scorers)
+        ]
+        return cls(build_reward(reward_specs), toxicity, extras)
+
+    def score(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
+        """Every reward term and the total, the toxicity, and the extra scorers, by name."""
+        scores = {REWARD_TOTAL: self.reward(prompts, responses)}
+        if len(self.reward.terms) > 1:
+            scores |= {f"reward/{name}": v for name, v in self.reward.last_terms.items()}
+        if self.toxicity is not None:
+            scores[TOXICITY] = call_with_retries(self.toxicity, prompts, responses, 0)
+        for scorer, spec in self.extras:
+            scores[f"extra/{scorer.name}"] = call_with_retries(
+                scorer, prompts, responses, spec.retries, spec.retry_backoff_s
+            )
+        return scores
