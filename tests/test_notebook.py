@@ -59,3 +59,61 @@ def test_trainer_summary_and_html_show_model_reward_steps_and_last_stats(tiny_lo
     html = trainer._repr_html_()
     assert html.startswith("<table>") and "<th style='text-align:left'>objective/kl</th>" in html
     assert str(rewardtune.load_config("smollm2-detox").model.name) in html
+
+
+def test_train_with_progress_true_runs_a_live_bar_to_the_last_step(tiny_load_config, monkeypatch):
+    from rewardtune.training import trainer as trainer_module
+    from rewardtune.training.progress import StepProgress
+
+    finished = []
+
+    class Recording(StepProgress):
+        def __exit__(self, *exc):
+            finished.append(self.completed)
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(trainer_module, "StepProgress", Recording)
+    trainer = rewardtune.PPOTrainer(rewardtune.load_config("smollm2-detox"))
+    trainer.train(progress=True)
+    assert finished == [STEPS]
+
+
+def test_the_progress_bar_draws_into_a_jupyter_output_widget(monkeypatch):
+    """In Jupyter rich renders a live display into an ipywidgets Output; stand-ins for IPython
+    and ipywidgets record what the bar showed there."""
+    import io
+    import sys
+    import types
+
+    from rich.console import Console
+
+    from rewardtune.training.progress import StepProgress
+
+    shown: list[str] = []
+
+    class Output:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def clear_output(self, wait=False):
+            pass
+
+    display = types.ModuleType("IPython.display")
+    display.display = lambda widget: shown.append("widget")
+    ipython = types.ModuleType("IPython")
+    ipython.display = display
+    widgets = types.ModuleType("ipywidgets")
+    widgets.Output = Output
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    monkeypatch.setitem(sys.modules, "ipywidgets", widgets)
+    console = Console(force_jupyter=True, file=io.StringIO(), record=True, width=100)
+    with StepProgress(3, console=console) as update:
+        for step in (1, 2, 3):
+            update(step, {"env/reward_mean": 0.25, "objective/kl": 0.5})
+    assert shown  # drawn through IPython.display into an Output widget
+    drawn = console.export_text()
+    assert "3/3" in drawn and "reward +0.250" in drawn

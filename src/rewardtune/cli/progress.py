@@ -1,14 +1,14 @@
-"""What `rewardtune train` shows while it runs: the header and the live progress bar."""
+"""What `rewardtune train` shows while it runs: the header and the live progress bar
+(``training.progress``, on the CLI's console)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rewardtune.cli.base import console, say
+from rewardtune.training.progress import StepProgress
 
 
 def print_header(trainer, path: Path) -> None:
@@ -27,37 +27,6 @@ def print_header(trainer, path: Path) -> None:
     )
 
 
-class progress:
-    """A live bar: step, reward mean, KL, seconds per step (rank 0 only)."""
-
-    def __init__(self, accelerator, total: int, start: int):
-        self.enabled = accelerator.is_main_process
-        self.total, self.start = total, start
-        self.bar = Progress(
-            TextColumn("[bold]PPO"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not self.enabled,
-        )
-        self.last = time.perf_counter()
-
-    def __enter__(self):
-        self.bar.start()
-        self.task = self.bar.add_task("ppo", total=self.total, completed=self.start, info="")
-        return self.update
-
-    def update(self, step: int, stats: dict) -> None:
-        now = time.perf_counter()
-        info = (
-            f"reward {stats['env/reward_mean']:+.3f}  kl {stats['objective/kl']:.3f}  "
-            f"{now - self.last:.1f}s/step"
-        )
-        self.last = now
-        self.bar.update(self.task, completed=step, info=info)
-
-    def __exit__(self, *exc):
-        self.bar.stop()
-        return False
+def progress(accelerator, total: int, start: int) -> StepProgress:
+    """The training bar on the CLI's console, drawn by rank 0 only."""
+    return StepProgress(total, start, console, enabled=accelerator.is_main_process)

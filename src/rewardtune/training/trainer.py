@@ -12,13 +12,11 @@ for batch in trainer.dataloader:
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rewardtune import distributed
@@ -35,6 +33,8 @@ from rewardtune.sampling import rollout as rollout_lib
 from rewardtune.training import guards, step_stats
 from rewardtune.training.checkpointing import Checkpoints
 from rewardtune.training.collective import any_rank, global_mean
+from rewardtune.training.progress import StepProgress
+from rewardtune.training.rng import seed_step
 from rewardtune.training.signals import Interrupted, graceful_interrupt
 from rewardtune.training.step_log import log_step, reward_terms
 from rewardtune.training.summary import summary_html, summary_text
@@ -314,11 +314,15 @@ class PPOTrainer:
     # -- the loop from the config ----------------------------------------------------
 
     def train(self, progress=None) -> list[dict[str, float]]:
-        """Run ``ppo.steps`` steps: generate, score with the recipe's reward, step, log, save."""
+        """Run ``ppo.steps`` steps: generate, score with the recipe's reward, step, log, save.
+        ``progress``: a callback(step, stats), or True for a live bar (a widget in Jupyter)."""
+        if progress is True:
+            with StepProgress(self.ppo.steps, self.step_count, enabled=self.is_main) as update:
+                return self.train(progress=update)
         history = []
         with graceful_interrupt(self.request_stop):
             for batch in self.dataloader:
-                self._seed_step(self.step_count)
+                seed_step(self.ppo.seed, self.step_count, self.rank)
                 responses = self.generate(batch.input_ids)
                 texts = self.decode(responses)
                 start = time.perf_counter()
@@ -339,13 +343,6 @@ class PPOTrainer:
             self.save_checkpoint()  # the end of the run, unless the loop just saved it
         self.save_final()
         return history
-
-    def _seed_step(self, step: int) -> None:
-        """Every step draws from RNGs seeded by (seed, step, rank): resume is exact."""
-        seed = (self.ppo.seed * 1_000_003 + step * 7919 + self.accelerator.process_index) % 2**31
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
 
     # -- the pieces of step() --------------------------------------------------------
 
