@@ -205,17 +205,3 @@ class StepStats:
         return {
             STAT_NAMES[key]: value for key, value in values.items() if value is not None
         } | extra
-
-
-@dataclass
-class EvalRow:
-    """One held-out prompt scored before and after training."""
-
-    prompt: str
-    before: str
-    after: str
-    scores_before: dict[str, float]
-    scores_after: dict[str, float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
