@@ -62,6 +62,15 @@ def _markdown_table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
+def end(accelerator) -> None:
+    """End the trackers, then leave the process group: a gloo/NCCL thread still alive when the
+    interpreter exits can abort it ("terminate called without an active exception")."""
+    accelerator.end_training()
+    if accelerator.num_processes > 1 and torch.distributed.is_initialized():
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
+
 def process_state():
     """This process's rank, world size and device, without building an ``Accelerator``."""
     from accelerate import PartialState

@@ -48,6 +48,7 @@ def train(
     processes: ProcessesOption = 1,
 ) -> None:
     """Train a policy with PPO, then evaluate it and write the report."""
+    from rewardtune.distributed import end
     from rewardtune.training.trainer import PPOTrainer
 
     quiet_libraries()
@@ -69,7 +70,7 @@ def train(
         write_model_card(run.path)
     if cfg.eval.enabled:
         _evaluate_and_report(trainer, run.path)  # every rank samples its share of the prompts
-    accelerator.end_training()
+    end(accelerator)
 
 
 def _open_run(recipe, set_, run_dir: Path | None, resume: Path | None, overwrite: bool):
@@ -97,6 +98,7 @@ def _resume(trainer, checkpoint: Path) -> None:
 
 def _train(trainer, path: Path) -> float:
     """Train to ppo.steps; the wall time in seconds. Interrupted: say how to resume, exit 130."""
+    from rewardtune.distributed import end
     from rewardtune.training.trainer import Interrupted
 
     accelerator, steps = trainer.accelerator, trainer.config.ppo.steps
@@ -110,7 +112,7 @@ def _train(trainer, path: Path) -> float:
             f"interrupted: checkpoint saved at step {trainer.step_count}. Resume with:\n"
             f"  rewardtune train --resume {escape(str(path))}{_processes_flag(accelerator)}",
         )
-        accelerator.end_training()
+        end(accelerator)
         raise typer.Exit(130) from None
     wall = time.time() - started
     say(accelerator, f"trained {steps} steps in {wall:.0f}s -> {escape(str(path / 'final'))}")
