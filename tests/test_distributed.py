@@ -71,11 +71,10 @@ def overrides(tiny_llama, prompts_file) -> list[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory, recipe, overrides) -> Path:
-    """3 steps on 2 processes through `accelerate launch`; the folder holds only what it wrote."""
-    work = tmp_path_factory.mktemp("ddp")
-    result = accelerate_launch(
+def train_two_processes(work: Path, recipe: Path, overrides: list[str], timeout: float = 240):
+    """`rewardtune train RECIPE --run-dir run` on 2 processes, each dumping its parameters and
+    scores into ``work`` (tests/helpers/dump_params.py)."""
+    return accelerate_launch(
         str(HELPERS / "dump_params.py"),
         str(work),
         "train",
@@ -85,7 +84,15 @@ def two_process_run(tmp_path_factory, recipe, overrides) -> Path:
         "run",
         cwd=work,
         env={"RT_SCORES_DIR": str(work)},
+        timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, recipe, overrides) -> Path:
+    """3 steps on 2 processes through `accelerate launch`; the folder holds only what it wrote."""
+    work = tmp_path_factory.mktemp("ddp")
+    result = train_two_processes(work, recipe, overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     return work
 
@@ -185,18 +192,7 @@ def test_nan_scores_on_one_rank_are_masked_and_both_ranks_keep_training(
     overrides = tiny_overrides(
         tiny_llama, prompts_file, steps=2, **{"ppo.skip_nonfinite_rewards": "true"}
     )
-    result = accelerate_launch(
-        str(HELPERS / "dump_params.py"),
-        str(tmp_path),
-        "train",
-        str(recipe),
-        *set_args(overrides),
-        "--run-dir",
-        "run",
-        cwd=tmp_path,
-        env={"RT_SCORES_DIR": str(tmp_path)},
-        timeout=180,
-    )
+    result = train_two_processes(tmp_path, recipe, overrides, timeout=180)
     assert result.returncode == 0, result.stderr[-4000:]
     rows = metrics(tmp_path / "run")
     per_rank = [
@@ -366,17 +362,7 @@ def test_check_divisible_wants_whole_groups_in_each_process_share():
 
 def test_two_processes_train_grpo_groups_without_a_value_head(tmp_path, recipe, overrides):
     extra = ["ppo.advantage=grpo", "ppo.samples_per_prompt=2", "ppo.steps=2"]
-    result = accelerate_launch(
-        str(HELPERS / "dump_params.py"),
-        str(tmp_path),
-        "train",
-        str(recipe),
-        *set_args([*overrides, *extra]),
-        "--run-dir",
-        "run",
-        cwd=tmp_path,
-        env={"RT_SCORES_DIR": str(tmp_path)},
-    )
+    result = train_two_processes(tmp_path, recipe, [*overrides, *extra])
     assert result.returncode == 0, result.stderr[-4000:]
     rank0 = load_file(tmp_path / "params-rank0.safetensors")
     rank1 = load_file(tmp_path / "params-rank1.safetensors")
