@@ -10,7 +10,8 @@ Printed per estimator: steps done, seconds per step, held-out flagged rate (P > 
 toxicity mean before -> after with the 95% CI of the difference, and perplexity under the
 reference. Never run by the test suite.
 
-    python benchmarks/estimators.py [--minutes 8] [--k 4] [--estimators gae,rloo,grpo]
+    python benchmarks/estimators.py [--minutes 8] [--k 4] [--estimators gae,rloo,grpo] \
+        [--set reward.0.output=logit ...]
     python benchmarks/estimators.py --smoke        # the tests' tiny Llama, seconds per estimator
 """
 
@@ -121,11 +122,15 @@ def main() -> None:
     parser.add_argument("--estimators", default="gae,rloo,grpo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny Llama, 5 s each")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, all"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         base = smoke_overrides(folder) if args.smoke else {}
+        base |= dict(item.split("=", 1) for item in args.set)
         seconds = 5.0 if args.smoke else args.minutes * 60
         rows = [run_one(name, base, seconds, args.k, folder) for name in args.estimators.split(",")]
     print_table(rows, seconds)

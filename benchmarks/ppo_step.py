@@ -169,7 +169,7 @@ def w1_prompt_file(folder: Path) -> Path:
     return path
 
 
-def w1_config(prompts: Path, engine: str):
+def w1_config(prompts: Path, engine: str, overrides: dict | None = None):
     return recipe_config(
         {
             "model.name": "smollm2-135m-instruct",
@@ -186,6 +186,7 @@ def w1_config(prompts: Path, engine: str):
             "ppo.steps": 4,
             "generation.engine": engine,
             "eval.enabled": False,  # no held-out prompts (data.eval_fraction 0)
+            **(overrides or {}),
         }
     )
 
@@ -210,6 +211,7 @@ def run_w1(timed_steps: int, engine: str) -> dict:
                 )
             )
     mean = mean_rows(rows[1:])  # the first step is the warm-up
+    work = w1_work(trainer, mean)
     return {
         "seconds_per_step": mean["total"],
         "generate_s": mean["generate"],
@@ -219,6 +221,33 @@ def run_w1(timed_steps: int, engine: str) -> dict:
         "samples_per_s": 16 / mean["total"],
         "generated_tokens_per_s": mean["tokens"] / mean["total"],
         "peak_rss_mb": peak_rss_mb(),
+        **work,
+    }
+
+
+def w1_work(trainer: PPOTrainer, mean: dict[str, float]) -> dict[str, float]:
+    """FLOPs (and, for sampling, weight bytes read) of each phase of one W1 step, from the
+    model's parameter counts and the step's mean token counts (``benchmarks/w1_pairs.py``
+    sets them against the machine's measured matmul throughput and memory bandwidth).
+
+    sample: every decode step reads every weight once (batch B, T new tokens: T reads) and
+    does 2 FLOPs per weight per row; score: one forward of the reference (2 per weight per
+    token); update: ``update_flops_per_sequence`` per sequence. Attention over <= 50 tokens,
+    norms and the sampling softmax are left out (under 2% of the FLOPs here)."""
+    counts = parameter_counts(trainer)
+    config = trainer.policy.module.lm.config
+    batch = mean["sequences"]
+    new_tokens = round(mean["response_tokens"])
+    query, response = round(mean["query_tokens"]), new_tokens
+    weights = counts.body + counts.head
+    return {
+        "sample_flop": 2 * weights * batch * new_tokens,
+        "sample_bytes": new_tokens * weights * 4,  # float32
+        "score_flop": batch * (2 * counts.body * (query + response) + 2 * counts.head * response),
+        "update_flop": batch
+        * update_flops_per_sequence(
+            counts, config.num_hidden_layers, config.hidden_size, query, response
+        ),
     }
 
 
@@ -358,8 +387,11 @@ def parameter_counts(trainer: PPOTrainer) -> ParameterCounts:
     module = trainer.policy.module
     lm = module.lm.get_base_model() if hasattr(module.lm, "get_base_model") else module.lm
     frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-    embed = lm.get_input_embeddings().weight.numel()
-    head = lm.get_output_embeddings().weight.numel()
+    embed_weight = lm.get_input_embeddings().weight
+    head_weight = lm.get_output_embeddings().weight
+    head = head_weight.numel()
+    tied = embed_weight.data_ptr() == head_weight.data_ptr()  # SmolLM2: one tensor, counted once
+    embed = 0 if tied else embed_weight.numel()
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return ParameterCounts(body=frozen - embed - head, head=head, trainable=trainable)
 

@@ -12,6 +12,7 @@ import torch
 
 from rewardtune.config import GenerationConfig, ModelConfig
 from rewardtune.models import load_policy
+from rewardtune.models.cpu_linear import use_onednn
 from rewardtune.models.hub import base_model
 from rewardtune.sampling import fast as decoding
 from rewardtune.sampling import rollout
@@ -32,10 +33,17 @@ SETTINGS = {
 EOS = {"rare-eos": [1], "frequent-eos": list(range(1, 120))}  # frequent: rows stop early
 
 
-@pytest.fixture(scope="module", params=["tiny_llama", "tiny_gpt2"])
+@pytest.fixture(
+    scope="module", params=["tiny_llama", "tiny_gpt2", "tiny_llama+onednn", "tiny_gpt2+onednn"]
+)
 def policy(request):
-    path = request.getfixturevalue(request.param)
-    policy = load_policy(ModelConfig(name=str(path)))
+    """Each tiny model with torch's dense layers, and with every layer on oneDNN (the tiny
+    layers are below ``cpu_linear.MIN_WEIGHTS``, so the default swaps none of them)."""
+    name, _, kernels = request.param.partition("+")
+    path = request.getfixturevalue(name)
+    policy = load_policy(ModelConfig(name=str(path), cpu_linear="torch"))
+    if kernels:
+        assert use_onednn(policy.module, min_weights=0) > 0
     perturb_lora(policy.module.lm)
     return policy
 

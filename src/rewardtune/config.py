@@ -50,6 +50,7 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
     lora: LoraConfig | None = Field(default_factory=LoraConfig)  # null = full fine-tuning
     quantization: Literal["none", "4bit", "8bit"] = "none"
+    cpu_linear: Literal["onednn", "torch"] = "onednn"  # CPU dense layers (models/cpu_linear.py)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

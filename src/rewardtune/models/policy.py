@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from rewardtune.config import ModelConfig
+from rewardtune.models.cpu_linear import use_onednn
 from rewardtune.models.hub import (
     ModelSource,
     adapter_disabled,
@@ -235,4 +236,8 @@ def load_policy(
     elif with_reference:
         ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
     module = PolicyWithValueHead(lm, seq2seq)
+    if cfg.cpu_linear == "onednn":  # after LoRA and the reference copy: every layer swapped
+        for model in (module, ref_lm):
+            if model is not None:
+                use_onednn(model)
     return Policy(module, tokenizer, source, cfg, ref_lm)
