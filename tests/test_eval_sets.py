@@ -60,9 +60,14 @@ def test_chat_form_without_any_chat_template_is_one_clear_error(prompts_file):
     tokenizer.chat_template = None
     with pytest.raises(RewardtuneError, match="eval.forms asks for chat but the tokenizer has no"):
         eval_sets(_config(prompts_file, forms=["plain", "chat"]), tokenizer, 200, 5)
+    cfg = _config(prompts_file)
+    cfg.data.chat = True
+    with pytest.raises(RewardtuneError, match="data.chat is true but the tokenizer has no"):
+        eval_sets(cfg, tokenizer, 200, 5)
     cfg = _config(prompts_file, forms=["chat"])
     cfg.data.chat_template = policy_tokenizer().chat_template  # data.chat_template serves
-    assert eval_sets(cfg, tokenizer, 200, 5)[0].prompts[0].input_ids[0] == 4
+    start = eval_sets(cfg, tokenizer, 200, 5)[0].prompts[0].input_ids[0]
+    assert start == tokenizer.convert_tokens_to_ids("<|im_start|>")
 
 
 def test_an_extra_prompt_set_is_a_set_per_form_up_to_eval_prompts(prompts_file, tmp_path):

@@ -49,7 +49,11 @@ def eval_sets(
     that shares a prompt with training is refused here, before anything is sampled."""
     forms = eval_forms(cfg)
     if "chat" in forms:
-        asked, instead = "eval.forms asks for chat", "drop chat from eval.forms"
+        asked, instead = (
+            ("eval.forms asks for chat", "drop chat from eval.forms")
+            if cfg.eval.forms
+            else ("data.chat is true", "data.chat=false")
+        )
         use_chat_template(tokenizer, cfg.data.chat_template, asked, instead)
     split = None
     if prompt_file is None or cfg.eval.prompt_sets:
