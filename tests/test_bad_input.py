@@ -88,6 +88,11 @@ def world(tmp_path_factory, tiny_llama, prompts_file, hate_classifier):
     shutil.copytree(run, damaged)
     weights = damaged / "checkpoints" / "step-2" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    leaky = root / "leaky"  # evaluates on a "prompt set" that is its training file
+    shutil.copytree(run, leaky)
+    config = yaml.safe_load((leaky / "config.yaml").read_text())
+    config["eval"]["prompt_sets"] = [str(prompts_file)]
+    (leaky / "config.yaml").write_text(yaml.safe_dump(config))
     unfinished = root / "unfinished"
     shutil.copytree(run, unfinished)
     shutil.rmtree(unfinished / "final")
@@ -101,6 +106,7 @@ def world(tmp_path_factory, tiny_llama, prompts_file, hate_classifier):
         "broken": broken,
         "damaged": damaged,
         "unfinished": unfinished,
+        "leaky": leaky,
         "merged": root / "merged",
     }
 
@@ -224,6 +230,18 @@ SECOND = {
         "not a rewardtune run",
     ),
     "empty run.dir": ('train {root}/ok.yaml --set run.dir=""', "run.dir: empty"),
+    "eval prompt set holds a training prompt": (
+        T + " --set eval.enabled=true --set eval.prompt_sets=[{prompts}]",
+        "holds a training prompt",
+    ),
+    "evaluate on a prompt set that holds a training prompt": (
+        "evaluate {leaky}",
+        "holds a training prompt",
+    ),
+    "unknown eval prompt set": (
+        T + " --set eval.enabled=true --set eval.prompt_sets=[no-such-set]",
+        "'no-such-set' is not a shipped prompt set",
+    ),
     "evaluate damaged checkpoint": (
         "evaluate {damaged} --checkpoint step-2",
         "damaged weights.safetensors",

@@ -97,6 +97,26 @@ def test_grpo_scale_is_refused_for_another_estimator():
     assert "grpo_scale applies only to advantage: grpo" in message
 
 
+def test_eval_forms_and_prompt_sets_default_to_the_training_form_and_no_extra_set():
+    config = Config(reward=[{"type": "vader"}])
+    assert config.eval.forms is None and config.eval.prompt_sets == []
+    config = load_config(DEFAULT_RECIPE, ["eval.forms=[chat]", "eval.prompt_sets=[a.txt,b]"])
+    assert config.eval.forms == ["chat"] and config.eval.prompt_sets == ["a.txt", "b"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("eval.forms=[plain,html]", "eval.forms.1"),
+        ("eval.forms=[]", "eval.forms"),
+        ("eval.forms=[chat,chat]", "eval: forms lists 'chat' twice"),
+        ("eval.prompt_sets=[detox-forum,detox-forum]", "prompt_sets lists 'detox-forum' twice"),
+    ],
+)
+def test_bad_eval_forms_and_prompt_sets_name_the_key(override, expected):
+    assert expected in error_message(DEFAULT_RECIPE, [override])
+
+
 def test_estimator_keys_are_typed_and_default_to_classic_gae():
     default = load_config(DEFAULT_RECIPE).ppo
     assert (default.advantage, default.samples_per_prompt, default.kl_in) == ("gae", 1, "reward")

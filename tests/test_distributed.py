@@ -67,6 +67,7 @@ def overrides(tiny_llama, prompts_file) -> list[str]:
             "data.eval_fraction": 0.3,
             "eval.prompts": 3,
             "eval.batch_size": 1,
+            "eval.forms": "[plain,chat]",
         },
     )
 
@@ -172,15 +173,25 @@ def test_resume_with_two_processes_continues_and_evaluates_split_across_them(
     assert rows[:STEPS] == metrics(two_process_run / "run")  # the first steps are kept as they were
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-4", "step-5"]
     # the evaluation ran on both processes (3 prompts, batches of 1: ranks 0,1,0) and gathered
-    # every row in prompt order; one process evaluating the same final/ draws the same samples
-    split = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
-    assert len(split) == 3
+    # every row in prompt order; one process evaluating the same final/ draws the same samples,
+    # and so do the sections (the held-out prompts in the chat form: eval.forms)
+    split = _eval_texts(run)
+    assert len(split["eval.jsonl"]) == 3 and len(split["eval_sections.jsonl"]) == 3
+    assert {r[0] for r in split["eval_sections.jsonl"]} == {("held-out", "chat")}
     alone = run_cli("evaluate", str(run))
     assert alone.returncode == 0, alone.stderr[-3000:]
-    single = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
-    assert [(r["prompt"], r["before"], r["after"]) for r in split] == [
-        (r["prompt"], r["before"], r["after"]) for r in single
-    ]
+    assert _eval_texts(run) == split
+
+
+def _eval_texts(run: Path) -> dict[str, list[tuple]]:
+    """(set, prompt, before, after) of every row of eval.jsonl and eval_sections.jsonl."""
+    return {
+        name: [
+            ((r.get("prompts"), r.get("form")), r["prompt"], r["before"], r["after"])
+            for r in map(json.loads, (run / name).read_text().splitlines())
+        ]
+        for name in ("eval.jsonl", "eval_sections.jsonl")
+    }
 
 
 def test_nan_scores_on_one_rank_are_masked_and_both_ranks_keep_training(

@@ -10,7 +10,7 @@ import pytest
 
 from rewardtune.config import load_config
 from rewardtune.evaluation import metrics
-from rewardtune.evaluation.records import EvalRow, EvalSummary
+from rewardtune.evaluation.records import EvalRow, EvalSection, EvalSummary
 from rewardtune.evaluation.summary import summarise
 from rewardtune.runs.rundir import RUN_INFO, RunDir
 from rewardtune.types import RewardtuneError
@@ -34,11 +34,33 @@ def test_summary_to_dict_is_eval_json_without_rows_and_reads_back():
     data = summary.to_dict()
     assert list(data) == [
         "seed", "max_new_tokens", "samples_per_prompt", "bootstrap", "metrics", "toxicity",
-        "diversity", "kl", "checkpoint", "n_prompts", "reference",
+        "diversity", "kl", "checkpoint", "n_prompts", "reference", "sections",
     ]  # fmt: skip
+    assert data["sections"] == []
     assert EvalSummary.from_dict(json.loads(json.dumps(data))).to_dict() == data
-    old = {k: v for k, v in data.items() if k != "samples_per_prompt"}  # before groups
-    assert EvalSummary.from_dict(old).samples_per_prompt == 1
+    old = {k: v for k, v in data.items() if k not in ("samples_per_prompt", "sections")}
+    assert EvalSummary.from_dict(old).samples_per_prompt == 1  # written before groups
+    assert EvalSummary.from_dict(old).sections == []  # written before sections
+
+
+def test_a_section_is_its_prompts_form_count_and_a_summary_without_sections():
+    cfg = load_config(None, ["eval.bootstrap=100"])
+    scores = {"reward/total": [0.0, 1.0, 0.5]}
+    summary = summarise(cfg.eval, scores, scores, (["a"] * 3, ["b"] * 3), np.zeros(3))
+    section_summary = summarise(cfg.eval, scores, scores, (["c"] * 3, ["d"] * 3), np.zeros(3))
+    section_summary.n_prompts = 3
+    summary.sections = [EvalSection("detox-forum", "chat", section_summary)]
+    data = json.loads(json.dumps(summary.to_dict()))
+    [section] = data["sections"]
+    assert {k: section[k] for k in ("prompts", "form", "n_prompts")} == {
+        "prompts": "detox-forum",
+        "form": "chat",
+        "n_prompts": 3,
+    }
+    assert list(section["summary"]) == [k for k in data if k != "sections"]
+    again = EvalSummary.from_dict(data)
+    assert again.sections[0].title == "detox-forum · chat"
+    assert again.to_dict() == data
 
 
 def test_every_metric_row_takes_label_and_direction_from_the_registry():

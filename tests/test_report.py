@@ -197,6 +197,24 @@ def test_markdown_has_the_metrics_table(report):
     assert "Plot omitted" in md
 
 
+def test_an_eval_json_written_before_sections_renders_without_them(report):
+    assert "sections" not in _eval_summary()  # the fixture is an older eval.json
+    md = report[1].read_text()
+    assert "6 held-out prompts × 1 samples" in md and "Diversity and KL" in md
+    assert "Other prompt sets and forms" not in md and " · " not in md
+
+
+def test_sections_render_under_their_headings_after_the_primary_tables(tmp_path: Path):
+    run = make_run_dir(tmp_path)
+    section = {"prompts": "detox-forum", "form": "chat", "n_prompts": 5}
+    section["summary"] = _eval_summary() | {"n_prompts": 5, "samples_per_prompt": 4}
+    (run / "eval.json").write_text(json.dumps(_eval_summary() | {"sections": [section]}))
+    md = write_report(run)[1].read_text()
+    position = md.index("#### detox-forum · chat\n\n5 prompts × 4 samples.")
+    assert md.index("Diversity and KL") < position < md.index("## Side by side")
+    assert md.count("| Toxicity P(toxic) (`toxicity`) |") == 2
+
+
 def test_summary_reports_steps_wall_time_and_parameters(report):
     md = report[1].read_text()
     assert "10 done of 20 configured" in md

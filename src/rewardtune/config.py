@@ -190,6 +190,16 @@ class EvalConfig(Section):
     toxicity: ToxicitySpec | None = None
     extra_scorers: list[RewardSpec] = Field(default_factory=list)
     bootstrap: int = Field(1000, ge=100)
+    forms: list[Literal["plain", "chat"]] | None = Field(None, min_length=1)  # None: data.chat's
+    prompt_sets: list[str] = Field(default_factory=list)  # shipped set names or text files
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        for key, values in (("forms", self.forms or []), ("prompt_sets", self.prompt_sets)):
+            twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if twice is not None:
+                raise ValueError(f"{key} lists {twice!r} twice; list each once")
+        return self
 
 
 class RunConfig(Section):

@@ -57,6 +57,7 @@ def train(
     cfg, run, checkpoint = _open_run(recipe, set_, run_dir, resume, overwrite)
     accelerator = _accelerator(cfg, run.path)
     trainer = PPOTrainer(cfg, run_dir=run, accelerator=accelerator)
+    _check_eval_sets(trainer)
     if accelerator.is_main_process and checkpoint is None:
         run.initialise(cfg.to_yaml())  # only now: a config mistake leaves no folder behind
     accelerator.wait_for_everyone()
@@ -87,6 +88,17 @@ def _open_run(recipe, set_, run_dir: Path | None, resume: Path | None, overwrite
     cfg = load_config(recipe, set_)
     path = run_dir or resolve_run_dir(cfg.run.dir, cfg.recipe)
     return cfg, RunDir.new(path, overwrite), None
+
+
+def _check_eval_sets(trainer) -> None:
+    """An unknown or overlapping ``eval.prompt_sets`` entry, or a chat form without a chat
+    template, stops the run now rather than after training."""
+    from rewardtune.evaluation.eval_sets import eval_sets
+
+    cfg, policy = trainer.config, trainer.policy
+    if cfg.eval.enabled and (cfg.eval.forms or cfg.eval.prompt_sets):
+        budget = policy.prompt_budget(cfg.eval.max_new_tokens)
+        eval_sets(cfg, policy.tokenizer, budget, cfg.eval.prompts)
 
 
 def _resume(trainer, checkpoint: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -87,15 +88,34 @@ def read_prompt_file(path: Path, encoding: str) -> list[str]:
         raise RewardtuneError(
             f"--encoding {encoding!r} is not an encoding (e.g. latin-1)"
         ) from None
-    prompts = [line for line in text.splitlines() if line.strip()]
+    prompts = _lines(text)
     if not prompts:
         raise RewardtuneError(f"--prompt-file {path} has no prompts (one per line)")
     return prompts
 
 
+def read_prompt_set(name: str, encoding: str, where: str) -> list[str]:
+    """The prompts of a shipped prompt set, or of a text file (one a line, blank lines
+    skipped); ``where`` (the config key) starts the errors."""
+    shipped = shipped_prompt_sets()
+    path = shipped[name] if name in shipped else Path(name).expanduser()
+    if not path.is_file():
+        raise RewardtuneError(
+            f"{where}: {name!r} is not a shipped prompt set ({', '.join(sorted(shipped))}) or a "
+            "text file; fix the name or the path"
+        )
+    prompts = _lines(decode_text(path, "utf-8" if name in shipped else encoding, where))
+    if not prompts:
+        raise RewardtuneError(f"{where}: {name} has no prompts (one per line)")
+    return prompts
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def _read_text(path: Path, encoding: str) -> list[dict]:
-    lines = decode_text(path, encoding, "data.source").splitlines()
-    return [{"text": line} for line in lines if line.strip()]
+    return [{"text": line} for line in _lines(decode_text(path, encoding, "data.source"))]
 
 
 def _read_jsonl(path: Path, encoding: str) -> list[dict]:
@@ -209,18 +229,44 @@ def fit_prompts(prompts: list[Prompt], tokenizer, chat: bool, cfg: DataConfig, b
     return out
 
 
+def use_chat_template(tokenizer, template: str | None, asked: str, instead: str) -> None:
+    """Give the tokenizer ``template`` (``data.chat_template``) when set; a RewardtuneError
+    when chat was ``asked`` for and the tokenizer has no template (``instead``: the way out)."""
+    if template:
+        tokenizer.chat_template = template
+    if not getattr(tokenizer, "chat_template", None):
+        raise RewardtuneError(
+            f"{asked} but the tokenizer has no chat template; set data.chat_template (a Jinja "
+            f"template) or {instead}"
+        )
+
+
+@dataclass
+class PromptSplit:
+    """The prompts of ``data`` split into training and held-out ones, and the training
+    prompts' full texts (template filled, before any cut to a length)."""
+
+    train: list[Prompt]
+    held_out: list[Prompt]
+    train_texts: list[str]
+
+
 def load_prompts(
     cfg: DataConfig, tokenizer, chat: bool | None = None, max_tokens: int | None = None
 ) -> tuple[list[Prompt], list[Prompt]]:
     """(train, eval) prompts: read, filter, template, shuffle with ``data.seed``, split,
     tokenise, and fit into ``max_tokens`` (the model's context less the response)."""
+    split = split_prompts(cfg, tokenizer, chat, max_tokens)
+    return split.train, split.held_out
+
+
+def split_prompts(
+    cfg: DataConfig, tokenizer, chat: bool | None = None, max_tokens: int | None = None
+) -> PromptSplit:
+    """``load_prompts``' split, with the training prompts' full texts."""
     chat = cfg.chat if chat is None else chat
-    if chat and cfg.chat_template:
-        tokenizer.chat_template = cfg.chat_template
-    if chat and not getattr(tokenizer, "chat_template", None):
-        raise RewardtuneError(
-            "data.chat is true but the tokenizer has no chat template; set data.chat=false"
-        )
+    if chat:
+        use_chat_template(tokenizer, cfg.chat_template, "data.chat is true", "data.chat=false")
     texts = format_prompts(read_rows(cfg), cfg)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(texts))
@@ -231,24 +277,28 @@ def load_prompts(
         if cfg.query_tokens
         else [None] * len(order)
     )
-    prompts = [
-        tokenize_prompt(texts[i], tokenizer, chat, n and int(n))
+    tokenized = [
+        (texts[i], tokenize_prompt(texts[i], tokenizer, chat, n and int(n)))
         for i, n in zip(order, lengths, strict=True)
     ]
-    prompts = fit_prompts(
-        [p for p in prompts if len(p.input_ids) > 0], tokenizer, chat, cfg, max_tokens
-    )
-    n_eval = int(round(len(prompts) * cfg.eval_fraction))
-    if len(prompts) - n_eval < 1:
+    tokenized = [(text, p) for text, p in tokenized if len(p.input_ids) > 0]
+    prompts = fit_prompts([p for _, p in tokenized], tokenizer, chat, cfg, max_tokens)
+    n_eval = _held_out_count(len(prompts), cfg)
+    return PromptSplit(prompts[n_eval:], prompts[:n_eval], [t for t, _ in tokenized[n_eval:]])
+
+
+def _held_out_count(n_prompts: int, cfg: DataConfig) -> int:
+    n_eval = int(round(n_prompts * cfg.eval_fraction))
+    if n_prompts - n_eval < 1:
         raise RewardtuneError(
-            f"data: only {len(prompts)} prompts; lower data.eval_fraction or add prompts"
+            f"data: only {n_prompts} prompts; lower data.eval_fraction or add prompts"
         )
     if cfg.eval_fraction > 0 and n_eval == 0:
         raise RewardtuneError(
-            f"data: eval_fraction={cfg.eval_fraction} of {len(prompts)} prompts leaves no "
+            f"data: eval_fraction={cfg.eval_fraction} of {n_prompts} prompts leaves no "
             "evaluation prompt; raise data.eval_fraction (or set it to 0 with eval.enabled=false)"
         )
-    return prompts[n_eval:], prompts[:n_eval]
+    return n_eval
 
 
 def batch_indices(n_prompts: int, batch_size: int, step: int, seed: int) -> list[int]:

@@ -1,5 +1,6 @@
 """The evaluation summary on the terminal: the metrics table, the toxicity and diversity
-lines, then the samples whose reward changed most. Model text is printed as text (escaped)."""
+lines, the samples whose reward changed most, then each section's metrics table under its
+heading (prompt set · form). Model text is printed as text (escaped)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from rewardtune.text import printable
 
 
 def print_summary(summary: EvalSummary, console) -> None:
-    """A rich table of the metrics, then the top and bottom 5 samples by reward change."""
+    """A rich table of the metrics, the top and bottom 5 samples by reward change, then the
+    sections' tables."""
     console.print(_metrics_table(summary))
     if summary.toxicity:
         console.print(_toxicity_line(summary.toxicity))
@@ -27,11 +29,14 @@ def print_summary(summary: EvalSummary, console) -> None:
         + f"; KL(after||before) {summary.kl['mean']:.3f} nats"
     )
     _print_extremes(summary.rows, console)
+    for section in summary.sections:
+        console.print(Text(section.title, style="bold"))
+        console.print(_metrics_table(section.summary, "prompts"))
 
 
-def _metrics_table(summary: EvalSummary) -> Table:
+def _metrics_table(summary: EvalSummary, prompts: str = "held-out prompts") -> Table:
     table = Table(
-        title=f"before vs after ({summary.n_prompts} held-out prompts x "
+        title=f"before vs after ({summary.n_prompts} {prompts} x "
         f"{summary.samples_per_prompt} samples, 95% bootstrap CI over prompts)"
     )
     for column in ("metric", "before", "after", "diff", "95% CI", ""):

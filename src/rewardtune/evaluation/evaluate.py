@@ -15,21 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardtune.config import EvalConfig, load_config
+from rewardtune.config import Config, EvalConfig, load_config
 from rewardtune.distributed import full_parameters, gather_objects, process_state, strided_share
+from rewardtune.evaluation.eval_sets import EvalSet, eval_sets
 from rewardtune.evaluation.metrics import Measured, sample_measures
-from rewardtune.evaluation.records import EvalRow, EvalSummary
-from rewardtune.evaluation.samples import (
-    Draw,
-    eval_prompts,
-    load_trained,
-    logprob_sums,
-    sample,
-)
+from rewardtune.evaluation.records import EvalRow, EvalSection, EvalSummary
+from rewardtune.evaluation.samples import Draw, load_trained, logprob_sums, sample
 from rewardtune.evaluation.scoring import Scorers
 from rewardtune.evaluation.summary import summarise
 from rewardtune.models import Policy
-from rewardtune.runs.rundir import CONFIG, EVAL, EVAL_ROWS, FINAL, RunDir, write_atomic
+from rewardtune.runs.rundir import (
+    CONFIG,
+    EVAL,
+    EVAL_ROWS,
+    EVAL_SECTION_ROWS,
+    FINAL,
+    RunDir,
+    write_atomic,
+)
 from rewardtune.types import Prompt
 
 
@@ -42,8 +45,11 @@ def evaluate_run(
 ) -> EvalSummary | None:
     """Sample before/after on held-out prompts, score, compare; write eval.json and eval.jsonl.
 
-    Under several processes each samples and scores its share of the prompt batches; rank 0
-    gathers the rows, writes the files and returns the summary (other ranks return None).
+    The held-out prompts in the first form of ``eval.forms`` are the primary evaluation (the
+    summary, eval.jsonl); every other (prompt set, form) is a section of it (eval.json's
+    ``sections``, eval_sections.jsonl). Under several processes each samples and scores its
+    share of each set's prompt batches; rank 0 gathers the rows, writes the files and returns
+    the summary (other ranks return None).
     """
     run = RunDir.open_existing(run_dir)
     cfg = load_config(str(run.path / CONFIG))
@@ -52,12 +58,8 @@ def evaluate_run(
         policy = trainer.policy
     else:
         policy = load_trained(cfg.model, run, checkpoint, state.device)
-    prompts = eval_prompts(cfg.data, cfg.eval, policy, n_prompts or cfg.eval.prompts, prompt_file)
-    k = cfg.eval.samples_per_prompt
-    samples = [p for p in prompts for _ in range(k)]  # each prompt k times in a row
-    batches = strided_share(
-        math.ceil(len(samples) / cfg.eval.batch_size), state.process_index, state.num_processes
-    )
+    budget = policy.prompt_budget(cfg.eval.max_new_tokens)
+    sets = eval_sets(cfg, policy.tokenizer, budget, n_prompts or cfg.eval.prompts, prompt_file)
     whole = (
         full_parameters(trainer.accelerator, trainer.model)
         if trainer is not None
@@ -65,18 +67,64 @@ def evaluate_run(
     )
     scorers = Scorers.build(cfg.reward, cfg.eval)
     with whole:
-        mine = _evaluate_batches(policy, Draw.of(cfg), scorers, samples, batches, k)
-    gathered = gather_objects(state, mine)
+        shares = [_evaluate_set(policy, cfg, scorers, s, state) for s in sets]
+    gathered = [gather_objects(state, mine) for mine in shares]
     if not state.is_main_process:
         return None
-    rows = [row for _, row in sorted(gathered, key=lambda item: item[0])]
-    summary = _summarise_rows(cfg.eval, rows)
-    summary.checkpoint = checkpoint or FINAL
-    summary.n_prompts = len(prompts)
-    summary.reference = policy.reference_name  # what "before" sampled from
-    write_atomic(run.path / EVAL, json.dumps(summary.to_dict(), indent=2))
-    write_atomic(run.path / EVAL_ROWS, "".join(json.dumps(r.to_dict()) + "\n" for r in rows))
+    summary = _summarise_sets(cfg.eval, sets, gathered, checkpoint or FINAL, policy.reference_name)
+    _write(run, summary)
     return summary
+
+
+def _summarise_sets(
+    ev: EvalConfig, sets: list[EvalSet], gathered: list[list], checkpoint: str, reference: str
+) -> EvalSummary:
+    """The primary set's summary, with every other set's as its sections."""
+    summaries = []
+    for eval_set, pairs in zip(sets, gathered, strict=True):
+        summary = _summarise_rows(ev, [row for _, row in sorted(pairs, key=lambda p: p[0])])
+        summary.checkpoint, summary.reference = checkpoint, reference
+        summary.n_prompts = len(eval_set.prompts)
+        summaries.append(summary)
+    primary, *others = summaries
+    primary.sections = [
+        EvalSection(s.name, s.form, summary) for s, summary in zip(sets[1:], others, strict=True)
+    ]
+    return primary
+
+
+def _write(run: RunDir, summary: EvalSummary) -> None:
+    """eval.json, eval.jsonl, and the sections' rows (tagged with their prompts and form)
+    in eval_sections.jsonl, which is removed when there is no section."""
+    write_atomic(run.path / EVAL, json.dumps(summary.to_dict(), indent=2))
+    write_atomic(
+        run.path / EVAL_ROWS, "".join(json.dumps(r.to_dict()) + "\n" for r in summary.rows)
+    )
+    section_rows = [
+        {"prompts": s.prompts, "form": s.form} | r.to_dict()
+        for s in summary.sections
+        for r in s.summary.rows
+    ]
+    if section_rows:
+        write_atomic(
+            run.path / EVAL_SECTION_ROWS, "".join(json.dumps(r) + "\n" for r in section_rows)
+        )
+    else:
+        (run.path / EVAL_SECTION_ROWS).unlink(missing_ok=True)
+
+
+def _evaluate_set(
+    policy: Policy, cfg: Config, scorers: Scorers, eval_set: EvalSet, state
+) -> list[tuple[int, EvalRow]]:
+    """This process's (sample index, row) pairs of one set: each prompt
+    ``eval.samples_per_prompt`` times in a row, in batches dealt out across processes."""
+    k = cfg.eval.samples_per_prompt
+    samples = [p for p in eval_set.prompts for _ in range(k)]
+    batches = strided_share(
+        math.ceil(len(samples) / cfg.eval.batch_size), state.process_index, state.num_processes
+    )
+    draw = Draw.of(cfg, eval_set.chat)
+    return _evaluate_batches(policy, draw, scorers, samples, batches, k)
 
 
 def _summarise_rows(ev: EvalConfig, rows: list[EvalRow]) -> EvalSummary:

@@ -49,17 +49,46 @@ class EvalSummary:
     checkpoint: str = ""
     n_prompts: int = 0
     reference: str = ""  # what "before" sampled from
+    sections: list[EvalSection] = field(default_factory=list)  # other prompt sets and forms
     rows: list[EvalRow] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        """eval.json's content, keys in the order it has always had."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"}
+        """eval.json's content, keys in the order it has always had, then the sections."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        del data["rows"]
+        return data | {"sections": [s.to_dict() for s in self.sections]}
 
     @classmethod
     def from_dict(cls, data: dict, rows: list[dict] | None = None) -> EvalSummary:
         """Read eval.json (and eval.jsonl's rows); a summary written before
-        ``samples_per_prompt`` existed had one sample per prompt."""
-        known = {f.name for f in fields(cls)} - {"rows"}
+        ``samples_per_prompt`` existed had one sample per prompt, one written before
+        ``sections`` existed has none."""
+        known = {f.name for f in fields(cls)} - {"rows", "sections"}
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("samples_per_prompt", 1)
-        return cls(**values, rows=[EvalRow.from_dict(r) for r in rows or []])
+        sections = [EvalSection.from_dict(s) for s in data.get("sections") or []]
+        return cls(**values, sections=sections, rows=[EvalRow.from_dict(r) for r in rows or []])
+
+
+@dataclass
+class EvalSection:
+    """The before/after summary of another prompt set or form than the primary one (an
+    entry of eval.json's ``sections``); ``summary.rows`` go to eval_sections.jsonl."""
+
+    prompts: str  # "held-out", a prompt set's name or a file
+    form: str  # "plain" | "chat"
+    summary: EvalSummary
+
+    def to_dict(self) -> dict:
+        summary = self.summary.to_dict()
+        del summary["sections"]  # a section has none of its own
+        n = self.summary.n_prompts
+        return {"prompts": self.prompts, "form": self.form, "n_prompts": n, "summary": summary}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvalSection:
+        return cls(data["prompts"], data["form"], EvalSummary.from_dict(data["summary"]))
+
+    @property
+    def title(self) -> str:
+        return f"{self.prompts} · {self.form}"

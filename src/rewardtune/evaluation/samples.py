@@ -1,24 +1,16 @@
-"""What the evaluation samples from and on: the held-out (or given) prompts, the trained
-policy of a run, responses drawn with per-batch seeds, and their log-probabilities."""
+"""What the evaluation samples from: the trained policy of a run, responses drawn with
+per-batch seeds, and their log-probabilities."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from rewardtune.config import Config, DataConfig, EvalConfig, GenerationConfig, ModelConfig
+from rewardtune.config import Config, GenerationConfig, ModelConfig
 from rewardtune.core.tensors import sequence_sum
-from rewardtune.data.prompts import (
-    fit_prompts,
-    format_prompts,
-    load_prompts,
-    read_rows,
-    tokenize_prompt,
-)
 from rewardtune.models import Policy, load_policy
 from rewardtune.runs.checkpoint import EVAL_FILES, checkpoint_problem, load_trained_weights
 from rewardtune.runs.rundir import FINAL, RunDir
@@ -29,7 +21,8 @@ from rewardtune.types import Prompt, RewardtuneError
 @dataclass(frozen=True)
 class Draw:
     """How responses are drawn: the recipe's sampling settings with eval's length, in
-    batches of ``batch_size``, batch i seeded with ``seed + i``."""
+    batches of ``batch_size``, batch i seeded with ``seed + i``; ``chat``: the prompts are
+    chat turns, so the chat end-of-turn tokens end a response too."""
 
     generation: GenerationConfig
     batch_size: int
@@ -38,10 +31,10 @@ class Draw:
     chat: bool
 
     @classmethod
-    def of(cls, cfg: Config) -> Draw:
+    def of(cls, cfg: Config, chat: bool) -> Draw:
         ev = cfg.eval
         gen = cfg.generation.model_copy(update={"response_tokens": None})
-        return cls(gen, ev.batch_size, ev.seed, ev.max_new_tokens, cfg.data.chat)
+        return cls(gen, ev.batch_size, ev.seed, ev.max_new_tokens, chat)
 
 
 @dataclass
@@ -95,35 +88,6 @@ def logprob_sums(
         sequence_sum(scored.ref_logprobs, mask).cpu().numpy(),
         mask.sum(1).cpu().numpy().astype(np.float64),
     )
-
-
-def eval_prompts(
-    data: DataConfig, ev: EvalConfig, policy: Policy, n: int, prompt_file: Path | None
-) -> list[Prompt]:
-    """The first ``n`` held-out prompts of the run, or of ``prompt_file``."""
-    tokenizer, budget = policy.tokenizer, policy.prompt_budget(ev.max_new_tokens)
-    if prompt_file is None:
-        prompts = load_prompts(data, tokenizer, max_tokens=budget)[1]
-        if not prompts:
-            raise RewardtuneError(
-                "this run has no held-out prompts (data.eval_fraction is 0); pass --prompt-file"
-            )
-        return prompts[:n]
-    given = data.model_copy(
-        update={
-            "source": str(prompt_file),
-            "template": "{text}",
-            "column": "text",
-            "min_chars": 0,
-            "max_chars": None,
-        }
-    )
-    rows = read_rows(given)
-    if not rows:
-        raise RewardtuneError(f"--prompt-file {prompt_file} has no prompts")
-    texts = format_prompts(rows[:n], given)
-    prompts = [tokenize_prompt(text, tokenizer, data.chat, None) for text in texts]
-    return fit_prompts(prompts, tokenizer, data.chat, given, budget)
 
 
 def load_trained(model: ModelConfig, run: RunDir, checkpoint: str | None, device) -> Policy:

@@ -1,6 +1,7 @@
 """The before/after evaluation as tables: metrics with their CIs and verdicts, toxicity,
-diversity and KL, and the side-by-side samples. Read from eval.json and eval.jsonl; used by
-the report, the comparison page and the model card."""
+diversity and KL, the sections (other prompt sets and forms), and the side-by-side samples.
+Read from eval.json and eval.jsonl; used by the report, the comparison page and the model
+card."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _metric_row(m: dict) -> list[Cell]:
     ]
 
 
-def metrics_table(summary: dict) -> Table:
+def metrics_table(summary: dict, table_id: str = "metrics") -> Table:
     columns = [
         "metric",
         "before (mean ± std)",
@@ -61,7 +62,7 @@ def metrics_table(summary: dict) -> Table:
         "verdict",
     ]
     rows = [_metric_row(m) for m in summary.get("metrics", [])]
-    return Table(columns, rows, table_id="metrics", numeric={1, 2, 3})
+    return Table(columns, rows, table_id=table_id, numeric={1, 2, 3})
 
 
 def eval_settings(summary: dict) -> str:
@@ -75,6 +76,33 @@ def eval_settings(summary: dict) -> str:
         "the paired difference (after − before). n.s.: the CI includes zero. "
         f"Before = the reference policy: {summary.get('reference', 'not recorded')}."
     )
+
+
+def section_blocks(summary: dict) -> list[Block]:
+    """Each section of eval.json (another prompt set or form) as its metrics table under a
+    ``prompts · form`` heading; none for an eval.json written before sections existed."""
+    sections = summary.get("sections") or []
+    if not sections:
+        return []
+    blocks: list[Block] = [
+        Heading("Other prompt sets and forms", 3),
+        Para(
+            "The same before/after comparison, with the same seeds and settings, on the "
+            "held-out prompts in another form (plain text or the chat template) and on prompt "
+            "sets training never saw (eval.forms, eval.prompt_sets)."
+        ),
+    ]
+    for section in sections:
+        inner = section.get("summary") or {}
+        blocks += [
+            Heading(f"{section.get('prompts', '?')} · {section.get('form', '?')}", 4),
+            Para(
+                f"{section.get('n_prompts', '?')} prompts × "
+                f"{inner.get('samples_per_prompt', 1)} samples."
+            ),
+            metrics_table(inner, table_id=""),
+        ]
+    return blocks
 
 
 def toxicity_blocks(tox: dict | None) -> list[Block]:

@@ -27,6 +27,7 @@ from rewardtune.report.eval_tables import (
     eval_settings,
     metrics_table,
     samples_table,
+    section_blocks,
     toxicity_blocks,
 )
 from rewardtune.report.figures import histogram_figure, training_figure
@@ -188,6 +189,7 @@ def evaluation_section(run: RunData) -> list[Block]:
         metrics_table(summary),
         *toxicity_blocks(summary.get("toxicity")),
         *diversity_kl_blocks(summary),
+        *section_blocks(summary),
     ]
 
 

@@ -26,6 +26,7 @@ STATE = "trainer_state.json"  # written last: a checkpoint without it is incompl
 RUN_INFO = "run_info.json"  # wall time (summed over resumes), parameter counts, steps done
 EVAL = "eval.json"  # the evaluation's summary
 EVAL_ROWS = "eval.jsonl"  # its samples, one per line
+EVAL_SECTION_ROWS = "eval_sections.jsonl"  # the samples of eval.json's sections
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
