@@ -184,6 +184,8 @@ def w1_config(prompts: Path, engine: str, overrides: dict | None = None):
             "ppo.mini_batch_size": 4,
             "ppo.ppo_epochs": 1,
             "ppo.steps": 4,
+            "ppo.advantage": "gae",  # classic PPO with a value head, as TRL's step()
+            "ppo.samples_per_prompt": 1,
             "generation.engine": engine,
             "eval.enabled": False,  # no held-out prompts (data.eval_fraction 0)
             **(overrides or {}),

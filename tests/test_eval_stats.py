@@ -116,3 +116,16 @@ def test_evaluation_builds_each_scorer_once(tmp_path, tiny_llama, prompts_file, 
     monkeypatch.setattr(WeightedReward, "__init__", lambda s, *a: built.append(1) or init(s, *a))
     evaluate_run(tmp_path / "run", trainer)
     assert len(built) == 1  # one reward for both sides, not one per side
+
+def test_a_vader_column_gets_its_positive_rate_row_and_other_columns_do_not():
+    cfg = load_config(None, ["eval.samples_per_prompt=3", "eval.bootstrap=200"])
+    # compound > 0.05 is positive: 0.05 itself is not
+    before = {"extra/vader": [0.05, -0.3, 0.6, 0.0, 0.2, -0.9], "extra/other": [0.9] * 6}
+    after = {"extra/vader": [0.4, 0.5, 0.6, 0.06, 0.2, -0.1], "extra/other": [0.9] * 6}
+    texts = (["a b"] * 6, ["a b"] * 6)
+    summary = summarise(cfg.eval, before, after, texts, np.zeros(6), CLUSTERS).to_dict()
+    rows = {m["name"]: m for m in summary["metrics"]}
+    assert rows["extra/vader/positive"]["before"]["mean"] == pytest.approx(2 / 6)
+    assert rows["extra/vader/positive"]["after"]["mean"] == pytest.approx(5 / 6)
+    assert rows["extra/vader/positive"]["higher_is_better"] is True
+    assert "extra/other/positive" not in rows

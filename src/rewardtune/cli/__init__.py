@@ -6,6 +6,7 @@ Every user mistake ends as one line on stderr and exit code 2 (RewardtuneError).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -45,26 +46,40 @@ def _print_error(text: str) -> None:
 
 
 def main() -> None:
+    code = _run()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # one of several processes: the run has ended its trackers and left the process group
+        # (distributed.end), but a gloo thread can still be alive, and destroying it at
+        # interpreter exit aborts the process ("terminate called without an active
+        # exception", exit 1 instead of this code). Everything is written: flush and leave.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _run() -> int:
+    """The command's exit code: 0, 2 for a user mistake, 130 when interrupted."""
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        return code if isinstance(code, int) else 0
     except RewardtuneError as err:
         _print_error(str(err))
-        sys.exit(2)
+        return 2
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (typer.BadParameter, typer.Abort) as err:
         console.print(f"error: {err}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         console.print("interrupted", highlight=False)
-        sys.exit(130)
+        return 130
     except Exception as err:
         # usage errors: typer vendors its own click, so match the interface, not the class
         if hasattr(err, "format_message") and getattr(err, "exit_code", None) == 2:
             console.print(
                 f"error: {err.format_message()}", highlight=False, markup=False, soft_wrap=True
             )
-            sys.exit(2)
+            return 2
         raise

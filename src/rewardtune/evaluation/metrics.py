@@ -85,6 +85,21 @@ TOXICITY_METRICS = (
         per_prompt=True,
     ),
 )
+POSITIVE_THRESHOLD = 0.05  # VADER's own cut: compound > 0.05 is positive (Hutto & Gilbert 2014)
+
+
+def _positive(values, clusters) -> np.ndarray:
+    return (np.asarray(values) > POSITIVE_THRESHOLD).astype(float)
+
+
+def sentiment_metrics(name: str) -> tuple[Metric, ...]:
+    """The rates derived from a VADER column (a reward term or an extra scorer named
+    ``.../vader``): the share of positive responses, per sample."""
+    if not name.endswith("/vader"):
+        return ()
+    return (Metric(f"{name}/positive", "Positive rate (VADER > 0.05)", True, _positive),)
+
+
 _KNOWN = SCORE_METRICS | {m.name: m for m in SAMPLE_METRICS + TOXICITY_METRICS}
 
 

@@ -7,7 +7,13 @@ import numpy as np
 
 from rewardtune import stats
 from rewardtune.config import EvalConfig
-from rewardtune.evaluation.metrics import FLAG_THRESHOLD, TOXICITY, TOXICITY_METRICS, metric
+from rewardtune.evaluation.metrics import (
+    FLAG_THRESHOLD,
+    TOXICITY,
+    TOXICITY_METRICS,
+    metric,
+    sentiment_metrics,
+)
 from rewardtune.evaluation.records import EvalSummary
 from rewardtune.stats import cluster_bootstrap_ci, compare, distinct_n, improvement
 
@@ -32,6 +38,7 @@ def summarise(
         )
         if name == TOXICITY:
             metrics += _toxicity_metrics(before[name], after[name], clusters, n, seed)
+        metrics += _derived(sentiment_metrics(name), before[name], after[name], clusters, n, seed)
     kl_low, kl_high = cluster_bootstrap_ci(kl, clusters, n, seed)
     return EvalSummary(
         seed=seed,
@@ -51,8 +58,13 @@ def summarise(
 def _toxicity_metrics(before, after, clusters: np.ndarray, n: int, seed: int) -> list[dict]:
     """Flagged rate per sample; expected max toxicity and toxicity probability per prompt
     (their intervals resample the per-prompt values)."""
+    return _derived(TOXICITY_METRICS, before, after, clusters, n, seed)
+
+
+def _derived(metrics, before, after, clusters: np.ndarray, n: int, seed: int) -> list[dict]:
+    """One ``compare`` row per metric computed from one score column's before/after."""
     rows = []
-    for m in TOXICITY_METRICS:
+    for m in metrics:
         b, a = m.compute(before, clusters), m.compute(after, clusters)
         over = None if m.per_prompt else clusters
         rows.append(compare(m.name, m.label, b, a, m.higher_is_better, n, seed, over))

@@ -287,7 +287,11 @@ def adapter_state_dict(lm: nn.Module, state: dict | None = None) -> dict:
     or from its full ``state`` dict."""
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(lm, state_dict=state, adapter_name=TRAINED_ADAPTER)
+    # save_embedding_layers=False: the vocabulary is never resized, and "auto" would look for
+    # the base model's config.json (a GGUF folder has none) and warn on every save
+    return get_peft_model_state_dict(
+        lm, state_dict=state, adapter_name=TRAINED_ADAPTER, save_embedding_layers=False
+    )
 
 
 def load_adapter_state_dict(lm: nn.Module, state: dict) -> tuple[list[str], list[str]]:
@@ -310,6 +314,7 @@ def save_hf_folder(lm: nn.Module, tokenizer, folder: Path, state: dict | None = 
     extra = {"state_dict": state} if state is not None else {}
     if has_adapter(lm):
         extra["selected_adapters"] = [TRAINED_ADAPTER]  # not the frozen reference adapter
+        extra["save_embedding_layers"] = False  # as adapter_state_dict
     target = lm if has_adapter(lm) else plain_copy(lm)
     target.save_pretrained(str(folder), safe_serialization=True, **extra)
     tokenizer.save_pretrained(str(folder))
