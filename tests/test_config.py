@@ -88,7 +88,8 @@ def test_samples_per_prompt_must_divide_batch_size():
 
 @pytest.mark.parametrize("estimator", ["rloo", "grpo"])
 def test_group_estimators_need_two_samples_per_prompt(estimator):
-    message = error_message(DEFAULT_RECIPE, [f"ppo.advantage={estimator}"])
+    overrides = [f"ppo.advantage={estimator}", "ppo.samples_per_prompt=1"]
+    message = error_message(DEFAULT_RECIPE, overrides)
     assert f"advantage {estimator}" in message and "samples_per_prompt to 2" in message
 
 
@@ -118,8 +119,10 @@ def test_bad_eval_forms_and_prompt_sets_name_the_key(override, expected):
 
 
 def test_estimator_keys_are_typed_and_default_to_classic_gae():
-    default = load_config(DEFAULT_RECIPE).ppo
+    default = Config(reward=[{"type": "vader"}]).ppo  # the library's default: classic PPO
     assert (default.advantage, default.samples_per_prompt, default.kl_in) == ("gae", 1, "reward")
+    recipe = load_config(DEFAULT_RECIPE).ppo  # the demo recipe: RLOO (docs/estimators.md)
+    assert (recipe.advantage, recipe.samples_per_prompt) == ("rloo", 4)
     config = load_config(
         DEFAULT_RECIPE,
         [

@@ -117,6 +117,7 @@ def test_evaluation_builds_each_scorer_once(tmp_path, tiny_llama, prompts_file, 
     evaluate_run(tmp_path / "run", trainer)
     assert len(built) == 1  # one reward for both sides, not one per side
 
+
 def test_a_vader_column_gets_its_positive_rate_row_and_other_columns_do_not():
     cfg = load_config(None, ["eval.samples_per_prompt=3", "eval.bootstrap=200"])
     # compound > 0.05 is positive: 0.05 itself is not
