@@ -70,7 +70,17 @@ def test_every_metric_row_takes_label_and_direction_from_the_registry():
     summary = summarise(cfg.eval, scores, scores, (["a"] * 3, ["b"] * 3), np.zeros(3))
     rows = {m["name"]: m for m in summary.metrics}
     derived = [m.name for m in metrics.TOXICITY_METRICS]
-    assert list(rows) == names[:3] + derived + names[3:]
+    assert list(rows) == [
+        "reward/total",
+        "reward/vader",
+        "reward/vader/positive",  # a VADER column's positive rate follows it
+        "toxicity",
+        *derived,
+        "extra/vader",
+        "extra/vader/positive",
+        "extra/length",
+        "empty",
+    ]
     for name, row in rows.items():
         metric = metrics.metric(name)
         assert (row["label"], row["higher_is_better"]) == (metric.label, metric.higher_is_better)

@@ -108,6 +108,9 @@ def metric(name: str) -> Metric:
     label, and higher is better for rewards (and VADER sentiment), unknown otherwise."""
     if name in _KNOWN:
         return _KNOWN[name]
+    column, _, rate = name.rpartition("/")
+    if rate == "positive" and (derived := sentiment_metrics(column)):
+        return derived[0]
     better = True if name.startswith(("reward/", "extra/vader")) else None
     return Metric(name, name.split("/", 1)[-1], better)
 
