@@ -193,25 +193,32 @@ def w1_config(prompts: Path, engine: str, overrides: dict | None = None):
     )
 
 
-def run_w1(timed_steps: int, engine: str) -> dict:
+def vader_steps(trainer: PPOTrainer, timed_steps: int) -> list[dict[str, float]]:
+    """One warm-up step and ``timed_steps`` timed ones of the classic loop, rewarded by VADER's
+    compound score of the response (W1's reward)."""
     from rewardtune.rewards.lexicon import VaderReward
 
+    vader = VaderReward(input="response")
+    rows = []
+    for i, batch in enumerate(trainer.dataloader):
+        if i > timed_steps:
+            break
+        rows.append(
+            timed_step(
+                trainer,
+                batch["input_ids"],
+                lambda _, texts, batch=batch: vader(batch["query"], texts),
+            )
+        )
+    return rows
+
+
+def run_w1(timed_steps: int, engine: str) -> dict:
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         config = w1_config(w1_prompt_file(Path(tmp)), engine)
         trainer = PPOTrainer(config)
-        vader = VaderReward(input="response")
-        rows = []
-        for i, batch in enumerate(trainer.dataloader):
-            if i > timed_steps:
-                break
-            rows.append(
-                timed_step(
-                    trainer,
-                    batch["input_ids"],
-                    lambda _, texts, batch=batch: vader(batch["query"], texts),
-                )
-            )
+        rows = vader_steps(trainer, timed_steps)
     mean = mean_rows(rows[1:])  # the first step is the warm-up
     work = w1_work(trainer, mean)
     return {

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ppo_step import mean_rows, quiet_libraries, timed_step, w1_config, w1_prompt_file
+from ppo_step import mean_rows, quiet_libraries, vader_steps, w1_config, w1_prompt_file
 from rewardtune import PPOTrainer
 from rewardtune.models import load_policy
-from rewardtune.rewards.lexicon import VaderReward
 
 
 def cell(policy, prompts: Path, engine: str, batch: int, length: int, steps: int) -> dict:
@@ -34,18 +33,7 @@ def cell(policy, prompts: Path, engine: str, batch: int, length: int, steps: int
         "generation.min_new_tokens": length,
     }
     trainer = PPOTrainer(w1_config(prompts, engine, overrides), policy=policy)
-    vader = VaderReward(input="response")
-    rows = []
-    for i, prompt_batch in enumerate(trainer.dataloader):
-        if i > steps:
-            break
-        rows.append(
-            timed_step(
-                trainer,
-                prompt_batch["input_ids"],
-                lambda _, texts, b=prompt_batch: vader(b["query"], texts),
-            )
-        )
+    rows = vader_steps(trainer, steps)
     mean = mean_rows(rows[1:])
     return {
         "engine": engine,
