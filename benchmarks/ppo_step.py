@@ -366,6 +366,8 @@ def w2_config(model_dir: Path, folder: Path, shape: W2Shape, engine: str):
         "ppo.batch_size": shape.batch,
         "ppo.mini_batch_size": shape.mini_batch,
         "ppo.ppo_epochs": 1,
+        "ppo.advantage": "gae",  # classic PPO with a value head (the recipe it borrows: rloo)
+        "ppo.samples_per_prompt": 1,
         "eval.enabled": False,
         "generation.engine": engine,
     }
@@ -383,6 +385,15 @@ def w2_prompts(shape: W2Shape, step: int) -> list[torch.Tensor]:
 def low_id_fraction(responses: list[torch.Tensor], vocab: int) -> list[float]:
     """The reward: the fraction of response tokens whose id is in the lower half of the vocab."""
     return [float((r < vocab // 2).float().mean()) for r in responses]
+
+
+def w2_steps(trainer: PPOTrainer, shape: W2Shape, timed_steps: int) -> list[dict[str, float]]:
+    """One warm-up step and ``timed_steps`` timed ones of the classic loop on W2's prompts,
+    rewarded by ``low_id_fraction``."""
+    return [
+        timed_step(trainer, w2_prompts(shape, step), lambda r, _: low_id_fraction(r, shape.vocab))
+        for step in range(timed_steps + 1)
+    ]
 
 
 @dataclass(frozen=True)
@@ -460,12 +471,7 @@ def run_w2_engine(
     logger.setLevel(logging.INFO)
     try:
         trainer = PPOTrainer(w2_config(model_dir, folder, shape, engine))
-        rows = [
-            timed_step(
-                trainer, w2_prompts(shape, step), lambda r, _: low_id_fraction(r, shape.vocab)
-            )
-            for step in range(timed_steps + 1)
-        ]
+        rows = w2_steps(trainer, shape, timed_steps)
     finally:
         logger.removeHandler(notes)
         logger.setLevel(level)

@@ -78,6 +78,13 @@ def test_swap_keeps_parameters_keys_and_outputs_and_skips_small_layers():
     torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
 
 
+def test_layers_off_the_cpu_are_not_swapped():
+    """A GPU model keeps torch's own forward (``meta`` stands in for a CUDA device here)."""
+    model = nn.Sequential(nn.Linear(300, 400), nn.Linear(400, 300, device="meta"))
+    assert use_onednn(model, min_weights=0) == 1
+    assert type(model[0]) is OneDNNLinear and type(model[1]) is nn.Linear
+
+
 def test_gpt2_conv1d_layers_swap_and_give_the_same_logits(tiny_gpt2):
     plain = load_policy(ModelConfig(name=str(tiny_gpt2), cpu_linear="torch"))
     swapped = load_policy(ModelConfig(name=str(tiny_gpt2), cpu_linear="torch"))

@@ -110,7 +110,7 @@ def _conv1d_class():
 
 
 def use_onednn(model: nn.Module, min_weights: int | None = None) -> int:
-    """Swap every plain ``nn.Linear`` / ``Conv1D`` of at least ``min_weights`` (default
+    """Swap every plain CPU ``nn.Linear`` / ``Conv1D`` of at least ``min_weights`` (default
     ``MIN_WEIGHTS``) weights in ``model`` for its oneDNN subclass, in place; returns how many
     were swapped (0 where this PyTorch has no oneDNN)."""
     if not onednn_available():
@@ -123,7 +123,11 @@ def use_onednn(model: nn.Module, min_weights: int | None = None) -> int:
     swapped = 0
     for module in model.modules():
         target = swaps.get(type(module))
-        if target is not None and module.weight.numel() >= min_weights:
+        if (
+            target is not None
+            and module.weight.numel() >= min_weights
+            and module.weight.device.type == "cpu"  # a GPU's layers keep torch's own forward
+        ):
             module.__class__ = target
             swapped += 1
     return swapped
