@@ -344,8 +344,10 @@ def build_w2_model(folder: Path, shape: W2Shape, device: str) -> Path:
     return folder
 
 
-def w2_config(model_dir: Path, folder: Path, shape: W2Shape, engine: str):
-    """The W2 recipe with ``generation.engine`` set to ``engine``."""
+def w2_config(
+    model_dir: Path, folder: Path, shape: W2Shape, engine: str, extra: dict | None = None
+):
+    """The W2 recipe with ``generation.engine`` set to ``engine`` (and ``extra`` overrides)."""
     prompts = folder / "w2_prompts.txt"
     prompts.write_text("the quick brown fox\njumps over the lazy dog\n")
     reward_file = folder / "w2_reward.py"  # a recipe needs one; the loop scores token ids itself
@@ -370,6 +372,7 @@ def w2_config(model_dir: Path, folder: Path, shape: W2Shape, engine: str):
         "ppo.samples_per_prompt": 1,
         "eval.enabled": False,
         "generation.engine": engine,
+        **(extra or {}),
     }
     return recipe_config(overrides)
 

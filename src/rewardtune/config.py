@@ -157,6 +157,7 @@ class PPOConfig(Section):
     advantage: Literal["gae", "rloo", "grpo", "reinforce_pp"] = "gae"
     grpo_scale: bool = True  # false = Dr. GRPO: no division by the group's std
     kl_in: Literal["reward", "loss"] = "reward"  # loss: k3 KL in the loss, as GRPO
+    compile: bool = False  # torch.compile the update's forward + backward (pays off on a GPU)
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:

@@ -20,7 +20,7 @@ from rewardtune.distributed import full_parameters, gather_objects, process_stat
 from rewardtune.evaluation.eval_sets import EvalSet, eval_sets
 from rewardtune.evaluation.metrics import Measured, sample_measures
 from rewardtune.evaluation.records import EvalRow, EvalSection, EvalSummary
-from rewardtune.evaluation.samples import Draw, load_trained, logprob_sums, sample
+from rewardtune.evaluation.samples import Draw, load_trained, reference_sums, sample
 from rewardtune.evaluation.scoring import Scorers
 from rewardtune.evaluation.summary import summarise
 from rewardtune.models import Policy
@@ -163,8 +163,9 @@ def _evaluate_batches(
     texts = [p.text for p in mine]
     scores_before = scorers.score(texts, before.texts)
     scores_after = scorers.score(texts, after.texts)
-    _, ref_before, len_before = logprob_sums(policy, mine, before)
-    pol_after, ref_after, len_after = logprob_sums(policy, mine, after)
+    ref_before, len_before = before.logprob_sums()  # the reference drew these
+    pol_after, len_after = after.logprob_sums()
+    ref_after = reference_sums(policy, mine, after)
     scores_before |= sample_measures(Measured(before.texts, ref_before, len_before))
     scores_after |= sample_measures(Measured(after.texts, ref_after, len_after))
     kl = pol_after - ref_after  # log pi_after/pi_ref of samples of pi_after: a KL estimate

@@ -39,8 +39,19 @@ class Draw:
 
 @dataclass
 class Samples:
+    """Responses, and the log-probability of each token under the model that drew it (kept
+    from the sampling forward passes, from the raw logits: a fresh forward gives the same)."""
+
     texts: list[str]
     ids: list[torch.Tensor]
+    logprobs: list[torch.Tensor]
+
+    def logprob_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per response: sum log p of the drawing model, and the token count."""
+        return (
+            np.array([float(lp.sum()) for lp in self.logprobs]),
+            np.array([float(len(lp)) for lp in self.logprobs]),
+        )
 
 
 def sample(
@@ -55,11 +66,12 @@ def sample(
     if batches is None:
         batches = list(range(math.ceil(len(prompts) / size)))
     ids: list[torch.Tensor] = []
+    logprobs: list[torch.Tensor] = []
     sampler = rollout_lib.Sampler()
     for i in batches:
         torch.manual_seed(draw.seed + i)
         queries = [p.input_ids for p in prompts[i * size : (i + 1) * size]]
-        ids += rollout_lib.generate(
+        drawn = rollout_lib.generate(
             lm,
             queries,
             draw.generation,
@@ -68,26 +80,34 @@ def sample(
             None,
             policy.seq2seq,
             draw.max_new_tokens,
+            value_head=policy.module.v_head,  # keeps each token's logprob from sampling
             sampler=sampler,
-        ).responses
+        )
+        ids += drawn.responses
+        logprobs += drawn.logprobs
     texts = policy.tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return Samples(texts, [r if len(r) else torch.tensor([pad]) for r in ids])
+    empty = [i for i, r in enumerate(ids) if not len(r)]  # scored as one pad token of logprob 0
+    for i in empty:
+        ids[i], logprobs[i] = torch.tensor([pad]), torch.zeros(1)
+    return Samples(texts, ids, logprobs)
 
 
-def logprob_sums(
-    policy: Policy, prompts: list[Prompt], samples: Samples
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per response: sum log pi_after, sum log pi_ref, and the token count."""
+def reference_sums(policy: Policy, prompts: list[Prompt], samples: Samples) -> np.ndarray:
+    """Per response: sum log pi_ref, from one forward pass of the reference."""
     queries = [p.input_ids for p in prompts]
+    kept = rollout_lib.Sampled(
+        samples.ids, samples.logprobs, [torch.zeros(len(lp)) for lp in samples.logprobs]
+    )
     scored = rollout_lib.score(
-        policy.module, policy.reference, queries, samples.ids, policy.tokenizer.pad_token_id, 16
+        policy.module,
+        policy.reference,
+        queries,
+        samples.ids,
+        policy.tokenizer.pad_token_id,
+        16,
+        kept,  # the policy's own logprobs are kept: only the reference runs
     )
-    mask = scored.response_mask
-    return (
-        sequence_sum(scored.logprobs, mask).cpu().numpy(),
-        sequence_sum(scored.ref_logprobs, mask).cpu().numpy(),
-        mask.sum(1).cpu().numpy().astype(np.float64),
-    )
+    return sequence_sum(scored.ref_logprobs, scored.response_mask).cpu().numpy()
 
 
 def load_trained(model: ModelConfig, run: RunDir, checkpoint: str | None, device) -> Policy:

@@ -43,6 +43,9 @@ class Updater:
     def __init__(self, accelerator, model, optimizer, ppo: PPOConfig, estimator: Estimator):
         self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
         self.ppo, self.estimator = ppo, estimator
+        # ppo.compile: the same module through torch.compile (its first minibatch compiles;
+        # a new minibatch shape recompiles once, then runs with dynamic shapes)
+        self.forward = torch.compile(model) if ppo.compile else model
 
     def update(self, data: Minibatch, kl_coef: float, step: int) -> UpdateStats:
         """``ppo_epochs`` passes over this process's samples; ``step`` seeds the order."""
@@ -90,7 +93,7 @@ class Updater:
     def minibatch_step(self, batch: Minibatch, kl_coef: float, step: int) -> dict[str, float]:
         """Loss and one optimizer step (unless the ratio guard skips it) on one minibatch."""
         mask = batch.response_mask
-        logits, values = self.model(**batch.inputs())
+        logits, values = self.forward(**batch.inputs())
         logprobs = logprobs_from_logits(logits, batch.response_ids)
         pg_loss, clipfrac, approxkl = core.policy_loss(
             logprobs, batch.old_logprobs, batch.advantages, mask, self.ppo.cliprange
