@@ -55,6 +55,42 @@ def test_without_forms_the_one_set_is_in_the_form_training_used(prompts_file):
     assert [s.form for s in eval_sets(chat_cfg, policy_tokenizer(), 200, 5)] == ["chat"]
 
 
+def test_data_chat_both_trains_on_each_prompt_plain_then_wrapped_and_evaluates_both(
+    prompts_file,
+):
+    tokenizer = policy_tokenizer()
+    cfg = _config(prompts_file)
+    both = cfg.model_copy(update={"data": cfg.data.model_copy(update={"chat": "both"})})
+    plain_train, plain_held = load_prompts(cfg.data, tokenizer, max_tokens=200)
+    chat_train, _ = load_prompts(cfg.data.model_copy(update={"chat": True}), tokenizer, 200)
+    train, held = load_prompts(both.data, tokenizer, max_tokens=200)
+    assert _ids(train[0::2]) == _ids(plain_train) and _ids(train[1::2]) == _ids(chat_train)
+    assert [p.text for p in train[1::2]] == [p.text for p in plain_train]
+    assert _ids(held) == _ids(plain_held)  # held out: plain, and never trained on in any form
+    sets = eval_sets(both, tokenizer, 200, 5)
+    assert [s.form for s in sets] == ["plain", "chat"]
+    assert _ids(sets[1].prompts) == _ids(
+        eval_sets(
+            cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"forms": ["chat"]})}),
+            tokenizer,
+            200,
+            5,
+        )[0].prompts
+    )
+
+
+def test_data_chat_both_stops_responses_at_the_chat_end_of_turn_too(tiny_llama, prompts_file):
+    from rewardtune import PPOTrainer
+
+    values = {"data.chat": "both", "ppo.steps": 1}
+    trainer = PPOTrainer(load_config(None, tiny_overrides(tiny_llama, prompts_file, **values)))
+    im_end = trainer.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in trainer.eos_ids
+    assert len(trainer.train_prompts) == 2 * len(
+        load_prompts(trainer.config.data.model_copy(update={"chat": False}), trainer.tokenizer)[0]
+    )
+
+
 def test_chat_form_without_any_chat_template_is_one_clear_error(prompts_file):
     tokenizer = policy_tokenizer()
     tokenizer.chat_template = None

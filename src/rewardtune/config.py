@@ -79,7 +79,7 @@ class DataConfig(Section):
     split: str = "train"
     column: str = "text"
     template: Annotated[str, AfterValidator(checked_template)] = "{text}"
-    chat: bool = False
+    chat: bool | Literal["both"] = False  # both: every training prompt plain and as a chat turn
     chat_template: str | None = None  # Jinja template for a tokenizer that ships none
     min_chars: int = Field(0, ge=0)
     max_chars: int | None = Field(None, gt=0)

@@ -252,21 +252,27 @@ class PromptSplit:
 
 
 def load_prompts(
-    cfg: DataConfig, tokenizer, chat: bool | None = None, max_tokens: int | None = None
+    cfg: DataConfig, tokenizer, chat: bool | str | None = None, max_tokens: int | None = None
 ) -> tuple[list[Prompt], list[Prompt]]:
     """(train, eval) prompts: read, filter, template, shuffle with ``data.seed``, split,
-    tokenise, and fit into ``max_tokens`` (the model's context less the response)."""
+    tokenise, and fit into ``max_tokens`` (the model's context less the response).
+
+    ``chat`` (default ``data.chat``): true wraps every prompt in the chat template; "both"
+    keeps the held-out prompts plain and gives training each prompt twice, plain and then
+    wrapped."""
     split = split_prompts(cfg, tokenizer, chat, max_tokens)
     return split.train, split.held_out
 
 
 def split_prompts(
-    cfg: DataConfig, tokenizer, chat: bool | None = None, max_tokens: int | None = None
+    cfg: DataConfig, tokenizer, chat: bool | str | None = None, max_tokens: int | None = None
 ) -> PromptSplit:
     """``load_prompts``' split, with the training prompts' full texts."""
-    chat = cfg.chat if chat is None else chat
-    if chat:
-        use_chat_template(tokenizer, cfg.chat_template, "data.chat is true", "data.chat=false")
+    both = (cfg.chat if chat is None else chat) == "both"
+    chat = bool(cfg.chat if chat is None else chat) and not both  # the form of the split
+    if chat or both:
+        asked = f"data.chat is {'both' if both else 'true'}"
+        use_chat_template(tokenizer, cfg.chat_template, asked, "data.chat=false")
     texts = format_prompts(read_rows(cfg), cfg)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(texts))
@@ -284,7 +290,12 @@ def split_prompts(
     tokenized = [(text, p) for text, p in tokenized if len(p.input_ids) > 0]
     prompts = fit_prompts([p for _, p in tokenized], tokenizer, chat, cfg, max_tokens)
     n_eval = _held_out_count(len(prompts), cfg)
-    return PromptSplit(prompts[n_eval:], prompts[:n_eval], [t for t, _ in tokenized[n_eval:]])
+    train = prompts[n_eval:]
+    if both:  # each training prompt, then the same text as a chat turn
+        wrapped = [tokenize_prompt(p.text, tokenizer, True, None) for p in train]
+        wrapped = fit_prompts(wrapped, tokenizer, True, cfg, max_tokens)
+        train = [p for pair in zip(train, wrapped, strict=True) for p in pair]
+    return PromptSplit(train, prompts[:n_eval], [t for t, _ in tokenized[n_eval:]])
 
 
 def _held_out_count(n_prompts: int, cfg: DataConfig) -> int:

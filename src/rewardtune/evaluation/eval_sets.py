@@ -37,8 +37,10 @@ class EvalSet:
 
 
 def eval_forms(cfg: Config) -> list[str]:
-    """``eval.forms``, or the one form training used."""
-    return cfg.eval.forms or ["chat" if cfg.data.chat else "plain"]
+    """``eval.forms``, or the form(s) training used."""
+    if cfg.eval.forms:
+        return cfg.eval.forms
+    return {"both": ["plain", "chat"], True: ["chat"], False: ["plain"]}[cfg.data.chat]
 
 
 def eval_sets(
