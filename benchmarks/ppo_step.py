@@ -431,6 +431,17 @@ def update_flops_per_sequence(
     return dense + head + attention + trainable
 
 
+def w2_update_flops(trainer: PPOTrainer, shape: W2Shape, mean: dict[str, float]) -> float:
+    """FLOPs of one PPO epoch of W2's update, from the mean token counts of ``timed_step``."""
+    return mean["sequences"] * update_flops_per_sequence(
+        parameter_counts(trainer),
+        shape.layers,
+        shape.hidden,
+        round(mean["query_tokens"]),
+        round(mean["response_tokens"]),
+    )
+
+
 def peak_flops(override_tflops: float | None) -> float | None:
     """The device's peak dense bf16 FLOP/s: ``--peak-tflops``, or known by the GPU's name."""
     if override_tflops is not None:
@@ -479,13 +490,7 @@ def run_w2_engine(
         logger.removeHandler(notes)
         logger.setLevel(level)
     mean = mean_rows(rows[1:])  # the first step is the warm-up
-    flops = mean["sequences"] * update_flops_per_sequence(
-        parameter_counts(trainer),
-        shape.layers,
-        shape.hidden,
-        round(mean["query_tokens"]),
-        round(mean["response_tokens"]),
-    )
+    flops = w2_update_flops(trainer, shape, mean)
     figures = {
         "rollout_tokens_per_s": mean["tokens"] / mean["rollout"],
         "sampling_tokens_per_s": mean["tokens"] / mean["generate"],

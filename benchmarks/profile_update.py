@@ -30,13 +30,12 @@ from ppo_step import (
     W2_SMOKE,
     build_w2_model,
     mean_rows,
-    parameter_counts,
     peak_flops,
     quiet_libraries,
     synchronize,
-    update_flops_per_sequence,
     w2_config,
     w2_steps,
+    w2_update_flops,
 )
 from rewardtune import PPOTrainer
 from rewardtune.models import load_policy
@@ -109,14 +108,7 @@ def main() -> None:
             trainer = PPOTrainer(config, policy=policy)
             rows = w2_steps(trainer, shape, args.steps)
             mean = mean_rows(rows[1:])
-            flops = mean["sequences"] * update_flops_per_sequence(
-                parameter_counts(trainer),
-                shape.layers,
-                shape.hidden,
-                round(mean["query_tokens"]),
-                round(mean["response_tokens"]),
-            )
-            rate = flops / mean["update"]
+            rate = w2_update_flops(trainer, shape, mean) / mean["update"]
             mfu = f"{100 * rate / peak:.1f}%" if peak else "n/a"
             print(
                 f"mini-batch {mini}{', compiled' if compiled else ''}: update "

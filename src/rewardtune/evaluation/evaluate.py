@@ -163,7 +163,9 @@ def _evaluate_batches(
     texts = [p.text for p in mine]
     scores_before = scorers.score(texts, before.texts)
     scores_after = scorers.score(texts, after.texts)
-    ref_before, len_before = before.logprob_sums()  # the reference drew these
+    # perplexity: one reference pass per side, the same computation on both, so equal
+    # responses get equal values; log pi_after of the after side is kept from sampling
+    ref_before, len_before = reference_sums(policy, mine, before), before.logprob_sums()[1]
     pol_after, len_after = after.logprob_sums()
     ref_after = reference_sums(policy, mine, after)
     scores_before |= sample_measures(Measured(before.texts, ref_before, len_before))
