@@ -34,7 +34,7 @@ def test_kept_and_reference_logprob_sums_equal_fresh_forward_passes(tiny_llama):
         fresh_policy = sequence_sum(fresh.logprobs, mask).numpy()
         fresh_ref = sequence_sum(fresh.ref_logprobs, mask).numpy()
         np.testing.assert_allclose(reference_sums(policy, prompts, side), fresh_ref, atol=1e-4)
-        kept, counts = side.logprob_sums()
+        kept, counts = side.logprob_sums(), side.token_counts()
         np.testing.assert_array_equal(counts, mask.sum(1).numpy())
         drawn_by = fresh_ref if side is before else fresh_policy
         np.testing.assert_allclose(kept, drawn_by, atol=1e-4)

@@ -62,7 +62,9 @@ def test_data_chat_both_trains_on_each_prompt_plain_then_wrapped_and_evaluates_b
     cfg = _config(prompts_file)
     both = cfg.model_copy(update={"data": cfg.data.model_copy(update={"chat": "both"})})
     plain_train, plain_held = load_prompts(cfg.data, tokenizer, max_tokens=200)
-    chat_train, _ = load_prompts(cfg.data.model_copy(update={"chat": True}), tokenizer, 200)
+    chat_train, _ = load_prompts(
+        cfg.data.model_copy(update={"chat": True}), tokenizer, max_tokens=200
+    )
     train, held = load_prompts(both.data, tokenizer, max_tokens=200)
     assert _ids(train[0::2]) == _ids(plain_train) and _ids(train[1::2]) == _ids(chat_train)
     assert [p.text for p in train[1::2]] == [p.text for p in plain_train]

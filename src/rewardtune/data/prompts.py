@@ -268,9 +268,10 @@ def split_prompts(
     cfg: DataConfig, tokenizer, chat: bool | str | None = None, max_tokens: int | None = None
 ) -> PromptSplit:
     """``load_prompts``' split, with the training prompts' full texts."""
-    both = (cfg.chat if chat is None else chat) == "both"
-    chat = bool(cfg.chat if chat is None else chat) and not both  # the form of the split
-    if chat or both:
+    form = cfg.chat if chat is None else chat  # False, True or "both"
+    both = form == "both"
+    chat = bool(form) and not both  # under "both" the split itself is plain
+    if form:
         asked = f"data.chat is {'both' if both else 'true'}"
         use_chat_template(tokenizer, cfg.chat_template, asked, "data.chat=false")
     texts = format_prompts(read_rows(cfg), cfg)

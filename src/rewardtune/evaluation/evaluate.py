@@ -165,8 +165,8 @@ def _evaluate_batches(
     scores_after = scorers.score(texts, after.texts)
     # perplexity: one reference pass per side, the same computation on both, so equal
     # responses get equal values; log pi_after of the after side is kept from sampling
-    ref_before, len_before = reference_sums(policy, mine, before), before.logprob_sums()[1]
-    pol_after, len_after = after.logprob_sums()
+    ref_before, len_before = reference_sums(policy, mine, before), before.token_counts()
+    pol_after, len_after = after.logprob_sums(), after.token_counts()
     ref_after = reference_sums(policy, mine, after)
     scores_before |= sample_measures(Measured(before.texts, ref_before, len_before))
     scores_after |= sample_measures(Measured(after.texts, ref_after, len_after))

@@ -46,12 +46,12 @@ class Samples:
     ids: list[torch.Tensor]
     logprobs: list[torch.Tensor]
 
-    def logprob_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per response: sum log p of the drawing model, and the token count."""
-        return (
-            np.array([float(lp.sum()) for lp in self.logprobs]),
-            np.array([float(len(lp)) for lp in self.logprobs]),
-        )
+    def logprob_sums(self) -> np.ndarray:
+        """Per response: sum log p of the model that drew it."""
+        return np.array([float(lp.sum()) for lp in self.logprobs])
+
+    def token_counts(self) -> np.ndarray:
+        return np.array([float(len(lp)) for lp in self.logprobs])
 
 
 def sample(
