@@ -6,7 +6,8 @@ The left-padded batch is prefilled once, then decoded one token per forward into
 under left padding) and a ``(batch, cache_len)`` attention mask whose shape never changes.
 Each step applies the logits processors generate builds for our config, in its order, then
 samples the whole batch (finished rows included) exactly as ``GenerationMixin._sample``, so
-the same torch seed gives the same tokens. The sampled token's logprob under the raw logits
+the same torch seed gives the same tokens (``multinomial_one``: torch.multinomial's draw, with
+its exponential noise drawn 3x faster on CPU). The sampled token's logprob under the raw logits
 and V(last hidden state) are kept from the same forward.
 
 On CUDA the one-token step is captured once as a CUDA graph and replayed (no per-token Python
@@ -95,8 +96,47 @@ def logits_processors(
 def choose_tokens(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
     """(B, V) processed scores -> (B,) tokens, drawn as ``_sample`` draws them."""
     if do_sample:
-        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        return multinomial_one(torch.softmax(scores, dim=-1))
     return torch.argmax(scores, dim=-1)
+
+
+_MANTISSA = (1 << 53) - 1  # a float64 uniform keeps the low 53 bits of a 64-bit word
+
+
+def exponential_float32(shape: tuple[int, ...]) -> torch.Tensor:
+    """``torch.empty(shape).exponential_()`` on CPU: the same float32 numbers, and the default
+    generator left in the same state, about 3x faster.
+
+    CPU ``exponential_`` draws element by element: a 64-bit word from the generator, ``u =
+    (word & (2^53 - 1)) * 2^-53``, then ``-log1p(-u)`` in float64, cast to float32 (12 ms for
+    16 x 49,152 here). ``random_``'s full-range kernel yields the same words in the same order
+    (2 ms), and the transform then runs vectorised. Torch's vectorised ``log1p`` differs from
+    the C library's in the last bit of some float64 results; the cast to float32 absorbs that
+    (no differing value in 2.4e8 draws), hence float32 only."""
+    words = torch.empty(shape, dtype=torch.int64).random_(-(1 << 63), None)
+    minus_uniform = words.bitwise_and_(_MANTISSA).double().mul_(-(2.0**-53))  # exact: 2^-53
+    return minus_uniform.log1p_().float().neg_()  # -(float(x)) == float(-x): rounding is even
+
+
+def multinomial_one(probs: torch.Tensor) -> torch.Tensor:
+    """``torch.multinomial(probs, 1).squeeze(1)`` for (B, V) ``probs``: the same tokens, and the
+    generator left in the same state.
+
+    One sample is ``argmax(p / q)``, ``q ~ Exp(1)`` (the Gumbel trick of ``at::multinomial``);
+    float32 CPU probabilities draw ``q`` with ``exponential_float32``. Anything else, and
+    invalid rows (nan, inf, negative, all zero: ``torch.multinomial`` raises), goes to
+    ``torch.multinomial``."""
+    if (
+        probs.device.type != "cpu"
+        or probs.dtype != torch.float32
+        or probs.dim() != 2
+        or not probs.is_contiguous()
+        or probs.numel() == 0
+        or not (probs.max() < math.inf and probs.min() >= 0 and (probs.sum(-1) > 0).all())
+    ):
+        return torch.multinomial(probs, num_samples=1).squeeze(1)
+    q = exponential_float32(probs.shape)
+    return torch.argmax(torch.div(probs, q, out=q), dim=-1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
