@@ -13,6 +13,7 @@ from torch import nn
 
 from rewardtune.config import ModelConfig
 from rewardtune.models.cpu_linear import use_onednn
+from rewardtune.models.cpu_memory import keep_freed_memory
 from rewardtune.models.hub import (
     ModelSource,
     adapter_disabled,
@@ -218,6 +219,8 @@ def load_policy(
     """Load tokenizer + LM (+ LoRA or an existing adapter) + value head, and the reference
     (``with_reference=False`` skips the frozen copy of a fully fine-tuned model and the
     reference adapter of a continued one)."""
+    if cfg.quantization == "none" and torch.device(device or "cpu").type == "cpu":
+        keep_freed_memory()  # from loading on: freed memory is reused, not faulted in again
     source = resolve_source(cfg.name)
     seq2seq = {"causal": False, "seq2seq": True}.get(cfg.kind)
     if seq2seq is None:

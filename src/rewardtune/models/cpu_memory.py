@@ -1,0 +1,61 @@
+"""glibc's malloc told to keep freed memory for reuse, when a model runs on CPU.
+
+Each minibatch of a PPO step allocates its activations, logits and gradients (hundreds of MB
+in all), frees them, and allocates the same sizes again. With glibc's defaults the heap top is
+given back to the kernel whenever more than twice the dynamic mmap threshold (at most 64 MiB)
+of it is free, so every minibatch faults the same memory in again, zero-filled page by page:
+a fresh 104 MB tensor costs 17 ms to touch where a reused one costs 3 ms. ``keep_freed_memory``
+fixes the thresholds once per process: allocations up to 32 MiB (the largest mmap threshold
+glibc accepts on 64-bit) come from the heap, and up to 1 GiB of free heap stays mapped. On
+W1 (``benchmarks/ppo_step.py``) the update goes from 1.42-1.59 s to 1.35 s and peak RSS
+falls by 20-40 MiB: freed memory is reused rather than requested anew.
+
+Nothing changes where the C library is not glibc, or where the user chose for themselves
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or malloc tunables in
+``GLIBC_TUNABLES``): their settings win.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+
+log = logging.getLogger("rewardtune")
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+MMAP_THRESHOLD = 32 << 20  # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
+TRIM_THRESHOLD = 1 << 30
+
+_applied: bool | None = None  # the outcome of the first call; later calls return it
+
+
+def user_chose_malloc_settings(environ=os.environ) -> bool:
+    """Whether the environment already sets glibc's malloc thresholds."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    return (
+        "MALLOC_MMAP_THRESHOLD_" in environ
+        or "MALLOC_TRIM_THRESHOLD_" in environ
+        or "glibc.malloc." in tunables
+    )
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's mmap and trim thresholds (module docstring) unless the user did or the C
+    library is another; returns whether they are set. Once per process."""
+    global _applied
+    if _applied is None:
+        _applied = _set_thresholds()
+    return _applied
+
+
+def _set_thresholds() -> bool:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if user_chose_malloc_settings():
+        log.debug("malloc thresholds left as the environment sets them")
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    done = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    return libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and done
