@@ -57,5 +57,5 @@ def _set_thresholds() -> bool:
         log.debug("malloc thresholds left as the environment sets them")
         return False
     libc = ctypes.CDLL("libc.so.6")
-    done = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    return libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and done
+    settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return all([libc.mallopt(name, value) == 1 for name, value in settings])  # both, always
