@@ -110,6 +110,7 @@ class Minibatch(TokenBatch):
         "ref_logprobs",
         "advantages",
         "returns",
+        "loss_mask",
     )
 
     old_logprobs: torch.Tensor  # (B, R) log pi_old, from the rollout
@@ -117,10 +118,17 @@ class Minibatch(TokenBatch):
     ref_logprobs: torch.Tensor  # (B, R)
     advantages: torch.Tensor  # (B, R)
     returns: torch.Tensor  # (B, R)
+    # (B, R) the tokens of the policy loss: response_mask, less the responses that
+    # ppo.mask_truncated leaves out
+    loss_mask: torch.Tensor
 
     @classmethod
     def from_rollout(
-        cls, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor
+        cls,
+        rollout: Rollout,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        loss_mask: torch.Tensor | None = None,
     ) -> Minibatch:
         return cls(
             **rollout.inputs(),
@@ -129,6 +137,7 @@ class Minibatch(TokenBatch):
             ref_logprobs=rollout.ref_logprobs,
             advantages=advantages,
             returns=returns,
+            loss_mask=rollout.response_mask if loss_mask is None else loss_mask,
         )
 
 
@@ -148,6 +157,7 @@ STAT_NAMES = {
     "kl_loss": "ppo/loss/kl",
     "total_loss": "ppo/loss/total",
     "clipfrac": "ppo/policy/clipfrac",
+    "truncated_masked": "ppo/policy/truncated_masked",  # share cut by the limit, no loss
     "approxkl": "ppo/policy/approxkl",
     "value_clipfrac": "ppo/val/clipfrac",
     "vpred": "ppo/val/vpred",
@@ -157,6 +167,10 @@ STAT_NAMES = {
     "skipped_minibatches": "ppo/skipped_minibatches",
     "response_length": "tokens/response_len_mean",
     "skipped_nonfinite": "env/skipped_nonfinite",
+    "filtered_groups": "env/filtered_groups",  # ppo.filter_groups: share of tied groups drawn
+    "batch_fill": "env/batch_fill",  # groups trained / groups a step asks for
+    "resample_rounds": "env/resample_rounds",
+    "time_resample": "time/resample",
     "time_rollout": "time/rollout",
     "time_reward": "time/reward",
     "time_update": "time/update",
@@ -183,6 +197,7 @@ class StepStats:
     kl_loss: float | None = None  # None unless the KL is in the loss (ppo.kl_in: loss)
     total_loss: float = 0.0
     clipfrac: float = 0.0
+    truncated_masked: float | None = None  # only with ppo.mask_truncated
     approxkl: float = 0.0
     value_clipfrac: float | None = None
     vpred: float | None = None
@@ -205,3 +220,16 @@ class StepStats:
         return {
             STAT_NAMES[key]: value for key, value in values.items() if value is not None
         } | extra
+
+
+@dataclass
+class GroupFilterStats:
+    """What ``ppo.filter_groups`` (DAPO's dynamic sampling) did in one step."""
+
+    filtered_groups: float  # share of the groups drawn (every round, every process) that tied
+    batch_fill: float  # groups trained / groups a step asks for (1.0: the batch was filled)
+    resample_rounds: int  # extra draws this step
+    time_resample: float  # seconds of the extra draws (sampling and reward)
+
+    def to_dict(self) -> dict[str, float]:
+        return {STAT_NAMES[key]: value for key, value in asdict(self).items()}

@@ -10,15 +10,25 @@ per-token KL term. No model objects, no config objects, no I/O in this file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from rewardtune.core import ppo
-from rewardtune.core.tensors import masked_mean, masked_whiten, sequence_sum
+from rewardtune.core.tensors import (
+    masked_mean,
+    masked_sums,
+    masked_whiten,
+    sequence_sum,
+    whiten_with_sums,
+)
 
 ESTIMATORS = ("gae", "rloo", "grpo", "reinforce_pp")
 KL_IN = ("reward", "loss")
+
+# sums a tensor over every process (an all-reduce); None: this process holds the whole batch
+AllReduce = Callable[[torch.Tensor], torch.Tensor]
 
 
 # --- the estimators ------------------------------------------------------------------
@@ -63,6 +73,34 @@ def grpo_advantages(
     return centred.reshape(-1)
 
 
+def grpo_advantages_with_kl(
+    scores: torch.Tensor,
+    kl_rewards: torch.Tensor,
+    k: int,
+    scale: bool = True,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """GRPO with the KL in the reward (``kl_in: reward``): the scores are standardised alone,
+    then the group-centred KL reward is added,
+    ``A_i = (r_i - mean r) / (std r + eps) + (p_i - mean p)`` with ``p_i = -beta sum_t KL_i,t``.
+
+    Standardising score and KL together would make a tied group's advantage the standardised
+    -sum KL, the same for every beta. Here the KL part is beta-linear in every group; without
+    ``scale`` (Dr. GRPO) it equals centring score + KL together. scores, kl_rewards: (B,).
+    """
+    penalty = groups(kl_rewards, k)
+    centred = (penalty - penalty.mean(1, keepdim=True)).reshape(-1)
+    return grpo_advantages(scores, k, scale, eps) + centred
+
+
+def tied_groups(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """(B / k,) True for each group whose k scores are all equal: under a group baseline its
+    advantages are 0 and it carries no signal (DAPO's dynamic sampling drops it, Yu et al.
+    2025 eq. 11: keep groups with 0 < |{correct}| < G). A group with a NaN is never tied."""
+    g = groups(scores, k)
+    return (g.max(1).values - g.min(1).values) == 0
+
+
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
     """``G_t = sum_{s >= t} gamma^(s-t) r_s`` over each right-padded response. (B, T) -> (B, T)."""
     mask = mask.to(rewards.dtype)
@@ -76,14 +114,21 @@ def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) 
 
 
 def reinforce_pp_advantages(
-    rewards: torch.Tensor, mask: torch.Tensor, gamma: float
+    rewards: torch.Tensor, mask: torch.Tensor, gamma: float, all_reduce: AllReduce | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE++ (Hu 2025, "REINFORCE++: A Simple and Efficient Approach for Aligning
     Large Language Models"): the return ``G_t`` of the per-token rewards (the score at the
     last token, -beta * KL_t at every token), whitened over the whole batch: the batch mean is
-    the baseline. rewards, mask: (B, T) -> ``(advantages, returns)``."""
+    the baseline. With several processes ``all_reduce`` sums the masked sum, sum of squares
+    and count over all of them, so every process whitens with the whole batch's mean and std,
+    as veRL's ``compute_reinforce_plus_plus_outcome_advantage`` (one driver, the whole batch)
+    and OpenRLHF's experience maker (across its data-parallel group) do.
+    rewards, mask: (B, T) -> ``(advantages, returns)``."""
     returns = discounted_returns(rewards, mask, gamma)
-    return masked_whiten(returns, mask), returns
+    sums = masked_sums(returns, mask)
+    if all_reduce is not None:
+        sums = all_reduce(sums)
+    return whiten_with_sums(returns, mask, sums), returns
 
 
 def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -134,8 +179,10 @@ def compute_advantages(
     values: torch.Tensor,
     mask: torch.Tensor,
     kl_coef: float,
+    all_reduce: AllReduce | None = None,
 ) -> Advantages:
-    """scores (B,) + logprobs, ref_logprobs, values, mask (B, T) -> advantages and returns."""
+    """scores (B,) + logprobs, ref_logprobs, values, mask (B, T) -> advantages and returns.
+    ``all_reduce``: sums over processes, for REINFORCE++'s whole-batch whitening."""
     kl = ppo.kl_penalty(logprobs, ref_logprobs, "kl") * mask
     penalty = ppo.kl_penalty(logprobs, ref_logprobs, spec.kl_estimator) * mask
     beta = 0.0 if spec.kl_in == "loss" else kl_coef
@@ -146,22 +193,25 @@ def compute_advantages(
         advantages, returns = ppo.gae(values, rewards, mask, spec.gamma, spec.lam)
         advantages = masked_whiten(advantages, mask)
     elif spec.name == "reinforce_pp":
-        advantages, returns = reinforce_pp_advantages(rewards, mask, spec.gamma)
+        advantages, returns = reinforce_pp_advantages(rewards, mask, spec.gamma, all_reduce)
     else:
-        advantages, returns = _group_advantages(spec, sequence_sum(rewards, mask), mask)
+        advantages, returns = _group_advantages(
+            spec, sequence_sum(rewards, mask), sequence_sum(non_score, mask), mask
+        )
     return Advantages(advantages, returns, rewards, non_score, kl, penalty)
 
 
 def _group_advantages(
-    spec: Estimator, sequence_rewards: torch.Tensor, mask: torch.Tensor
+    spec: Estimator, sequence_rewards: torch.Tensor, kl_rewards: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RLOO or GRPO on each response's total reward (score - beta * sum KL), given to every
-    one of its tokens."""
+    """RLOO or GRPO on each response's total reward (score - beta * sum KL, the KL part being
+    ``kl_rewards``), given to every one of its tokens."""
     k = spec.samples_per_prompt
     if spec.name == "rloo":
         per_response = rloo_advantages(sequence_rewards, k)
     elif spec.name == "grpo":
-        per_response = grpo_advantages(sequence_rewards, k, spec.grpo_scale)
+        scores = sequence_rewards - kl_rewards
+        per_response = grpo_advantages_with_kl(scores, kl_rewards, k, spec.grpo_scale)
     else:
         raise ValueError(f"unknown advantage estimator {spec.name!r}; expected one of {ESTIMATORS}")
     mask = mask.to(sequence_rewards.dtype)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from rewardtune.core import surrogate
 from rewardtune.core.tensors import masked_mean, masked_var
 
 KL_ESTIMATORS = ("kl", "abs", "mse", "low_var")
@@ -111,18 +112,27 @@ def policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float,
+    cliprange_high: float | None = None,
+    ratio_level: str = "token",
+    aggregation: str = "token_mean",
+    normaliser: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate: mean of max(-A r, -A clip(r, 1-eps, 1+eps)), r = pi / pi_old.
+
+    The defaults are classic PPO. ``cliprange_high`` (None: ``cliprange``) makes the range
+    [1 - cliprange, 1 + cliprange_high] (DAPO's clip-higher); ``ratio_level`` and
+    ``aggregation`` choose the ratio and the mean (``core.surrogate``; ``normaliser``: the
+    constant of ``seq_mean_token_sum_norm``).
 
     Returns ``(loss, clipfrac, approxkl)``: the fraction of tokens where clipping bound,
     and 0.5 * E[(log pi - log pi_old)^2], the usual early-stopping signal.
     """
     log_ratio = logprobs - old_logprobs
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
-    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    ratio = torch.exp(surrogate.log_importance_ratio(logprobs, old_logprobs, mask, ratio_level))
+    high = cliprange if cliprange_high is None else cliprange_high
+    losses, clipped = surrogate.clipped_surrogate(ratio, advantages, cliprange, high)
+    loss = surrogate.aggregate_loss(losses, mask, aggregation, normaliser)
+    clipfrac = masked_mean(clipped.float(), mask)
     approxkl = 0.5 * masked_mean(log_ratio.square(), mask)
     return loss, clipfrac, approxkl
 

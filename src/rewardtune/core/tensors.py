@@ -44,6 +44,27 @@ def masked_whiten(
     return whitened * mask.to(values.dtype)
 
 
+def masked_sums(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(3,) float64: the sum, the sum of squares and the number of the masked values; summed
+    over processes (an all-reduce), they give the whole batch's mean and variance."""
+    mask = mask.to(torch.float64)
+    values = values.to(torch.float64) * mask
+    return torch.stack([values.sum(), values.square().sum(), mask.sum()])
+
+
+def whiten_with_sums(
+    values: torch.Tensor, mask: torch.Tensor, sums: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
+    """``masked_whiten`` with the mean and the (Bessel) variance of ``masked_sums`` ``sums``,
+    which may cover more values than ``values`` (every process's): ``(x - mean) / std``, 0 on
+    padding."""
+    total, total_sq, n = sums.to(torch.float64).unbind()
+    mean = total / n.clamp(min=1.0)
+    var = (total_sq - n * mean.square()).clamp(min=0.0) / (n - 1).clamp(min=1.0)
+    whitened = (values.to(torch.float64) - mean) * torch.rsqrt(var + eps)
+    return (whitened * mask.to(torch.float64)).to(values.dtype)
+
+
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log pi(label | context) for each position: logits (B, T, V), labels (B, T) -> (B, T).
 

@@ -35,10 +35,14 @@ def objective_stats(
     }
 
 
-def reward_stats(accelerator, raw_scores: torch.Tensor) -> dict:
-    """What the reward said (before scaling), over every process's finite scores."""
-    scores = accelerator.gather(raw_scores.float().contiguous().to(accelerator.device))
-    scores = scores[torch.isfinite(scores)]
+def reward_stats(accelerator, raw_scores: torch.Tensor, valid: torch.Tensor) -> dict:
+    """What the reward said (before scaling), over every process's samples that trained: a
+    group masked for a non-finite score leaves out its finite members too, as every other
+    stat does."""
+    device = accelerator.device
+    scores = accelerator.gather(raw_scores.float().contiguous().to(device))
+    trained = accelerator.gather(valid.to(device=device, dtype=torch.uint8).contiguous())
+    scores = scores[trained.bool()]
     return {
         "reward_mean": float(scores.mean()),
         "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,

@@ -23,6 +23,7 @@ from rewardtune import distributed
 from rewardtune.config import Config
 from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Advantages, compute_advantages
+from rewardtune.core.surrogate import ends_without_stop
 from rewardtune.core.tensors import sequence_sum
 from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
 from rewardtune.models.policy import Policy, count_parameters, load_policy
@@ -32,7 +33,8 @@ from rewardtune.runs.rundir import RunDir
 from rewardtune.sampling import rollout as rollout_lib
 from rewardtune.training import guards, step_stats
 from rewardtune.training.checkpointing import Checkpoints
-from rewardtune.training.collective import any_rank, global_mean
+from rewardtune.training.collective import all_reduce_sum, any_rank, global_mean
+from rewardtune.training.dynamic_sampling import Drawn, sample_groups_with_signal
 from rewardtune.training.progress import StepProgress
 from rewardtune.training.rng import seed_step
 from rewardtune.training.signals import Interrupted, graceful_interrupt
@@ -40,7 +42,15 @@ from rewardtune.training.step_log import log_step, reward_terms
 from rewardtune.training.summary import summary_html, summary_text
 from rewardtune.training.timing import StepTimer
 from rewardtune.training.update import Updater, UpdateStats, estimator
-from rewardtune.types import Minibatch, Prompt, PromptBatch, RewardtuneError, Rollout, StepStats
+from rewardtune.types import (
+    GroupFilterStats,
+    Minibatch,
+    Prompt,
+    PromptBatch,
+    RewardtuneError,
+    Rollout,
+    StepStats,
+)
 
 
 class PPOTrainer:
@@ -88,7 +98,12 @@ class PPOTrainer:
         self.eos_ids = self.policy.eos_token_ids(config.data.chat)
         self.pad_id = self.tokenizer.pad_token_id
         self.updater = Updater(
-            self.accelerator, self.model, self.optimizer, self.ppo, self.estimator
+            self.accelerator,
+            self.model,
+            self.optimizer,
+            self.ppo,
+            self.estimator,
+            max_response_tokens=config.generation.longest,
         )
         self.checkpoints = Checkpoints(
             self.accelerator,
@@ -127,13 +142,14 @@ class PPOTrainer:
         for step in range(self.step_count, self.ppo.steps):
             yield self.batch_for_step(step)
 
-    def batch_for_step(self, step: int) -> PromptBatch:
+    def batch_for_step(self, step: int, draw: int = 0) -> PromptBatch:
         """A pure function of (seed, step): a resumed run sees the same batches. Each prompt
-        comes ``ppo.samples_per_prompt`` times in a row (a group), ``batch_size`` in all."""
+        comes ``ppo.samples_per_prompt`` times in a row (a group), ``batch_size`` in all.
+        ``draw`` > 0: the extra prompts of ``ppo.filter_groups``' round ``draw``, from an
+        order of their own (seeded beyond every valid ``ppo.seed``)."""
         k = self.ppo.samples_per_prompt
-        distinct = batch_indices(
-            len(self.train_prompts), self.ppo.batch_size // k, step, self.ppo.seed
-        )
+        seed = self.ppo.seed + draw * 2**32
+        distinct = batch_indices(len(self.train_prompts), self.ppo.batch_size // k, step, seed)
         indices = [i for i in distinct for _ in range(k)]
         prompts: list[Prompt] = [
             self.train_prompts[i]
@@ -216,8 +232,10 @@ class PPOTrainer:
         guards.check_finite(self.step_count, "logprobs", rollout.logprobs, rollout.ref_logprobs)
         # 2. scores -> per-token rewards with the KL penalty -> advantages and returns
         estimate = self._advantages(rollout, scores, valid)
-        # 3. minibatch epochs
-        batch = Minibatch.from_rollout(rollout, estimate.advantages, estimate.returns)
+        # 3. minibatch epochs (ppo.mask_truncated: no policy loss on truncated responses)
+        truncated = self._truncated(rollout)
+        loss_mask = rollout.response_mask * (~truncated)[:, None] if truncated is not None else None
+        batch = Minibatch.from_rollout(rollout, estimate.advantages, estimate.returns, loss_mask)
         update = self.updater.update(batch, self.kl_coef, self.step_count)
         # 4. KL controller, on summed k1 whatever estimator shapes the penalty
         mean_kl = self._control_kl(sequence_sum(estimate.kl, rollout.response_mask), valid)
@@ -226,6 +244,8 @@ class PPOTrainer:
         stats = self._stats(
             rollout, estimate, valid, scores, update, update_seconds, mean_kl, skipped
         )
+        if truncated is not None:
+            stats.truncated_masked = global_mean(self.accelerator, truncated.float(), valid)
         self.timer.clear()
         self.step_count += 1
         guards.check_kl(self.step_count - 1, mean_kl, self.ppo.max_kl)
@@ -250,7 +270,15 @@ class PPOTrainer:
             rollout.values,
             rollout.response_mask,
             self.kl_coef,
+            all_reduce=all_reduce_sum(self.accelerator),
         )
+
+    def _truncated(self, rollout: Rollout) -> torch.Tensor | None:
+        """``ppo.mask_truncated``: (B,) True for responses the length limit cut (no EOS)."""
+        if not self.ppo.mask_truncated:
+            return None
+        stop_ids = torch.tensor(sorted(self.eos_ids), dtype=torch.long)
+        return ends_without_stop(rollout.response_ids, rollout.response_mask, stop_ids)
 
     def _control_kl(self, summed_kl: torch.Tensor, valid: torch.Tensor) -> float:
         """The adaptive KL controller's update (``ppo.adaptive_kl``); returns objective/kl."""
@@ -286,7 +314,7 @@ class PPOTrainer:
             kl_coef=self.kl_coef,
             skipped_nonfinite=skipped,
             **objective,
-            **step_stats.reward_stats(self.accelerator, raw_scores),
+            **step_stats.reward_stats(self.accelerator, raw_scores, valid),
             **timing,
             **asdict(update),
             **critic,
@@ -321,15 +349,13 @@ class PPOTrainer:
                 return self.train(progress=update)
         history = []
         with graceful_interrupt(self.request_stop):
-            for batch in self.dataloader:
-                seed_step(self.ppo.seed, self.step_count, self.rank)
-                responses = self.generate(batch.input_ids)
-                texts = self.decode(responses)
-                start = time.perf_counter()
-                scores = self.reward(batch.query, texts)
-                self.timer.seconds["reward"] = time.perf_counter() - start
-                stats = self.step(batch.input_ids, responses, scores)
+            for step in range(self.step_count, self.ppo.steps):
+                drawn, filtered = self.sample_batch(step)
+                batch, texts, scores = drawn.batch, drawn.texts, drawn.scores
+                stats = self.step(batch.input_ids, drawn.responses, scores)
                 stats |= reward_terms(self.reward)
+                if filtered is not None:
+                    stats |= filtered.to_dict()
                 self.log_stats(stats, batch, scores, texts)
                 history.append(stats)
                 if progress is not None:
@@ -343,6 +369,31 @@ class PPOTrainer:
             self.save_checkpoint()  # the end of the run, unless the loop just saved it
         self.save_final()
         return history
+
+    def sample_batch(self, step: int) -> tuple[Drawn, GroupFilterStats | None]:
+        """The step's prompts, sampled and scored; under ``ppo.filter_groups`` (DAPO's dynamic
+        sampling) groups that tie are dropped and more prompts drawn (``dynamic_sampling``)."""
+        if not self.ppo.filter_groups:
+            return self._draw(step, 0), None
+        k = self.ppo.samples_per_prompt
+        return sample_groups_with_signal(
+            lambda draw: self._draw(step, draw),
+            self.accelerator,
+            k,
+            self.ppo.batch_size // k // self.world,
+            self.ppo.max_resample_rounds,
+        )
+
+    def _draw(self, step: int, draw: int) -> Drawn:
+        """Draw ``draw`` of step ``step``: its prompts, seeded sampling, texts, rewards."""
+        batch = self.batch_for_step(step, draw)
+        seed_step(self.ppo.seed, step, self.rank + draw * self.world)
+        responses = self.generate(batch.input_ids)
+        texts = self.decode(responses)
+        start = time.perf_counter()
+        scores = self.reward(batch.query, texts)
+        self.timer.add("reward", time.perf_counter() - start)
+        return Drawn(batch, responses, texts, scores)
 
     # -- the pieces of step() --------------------------------------------------------
 

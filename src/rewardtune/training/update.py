@@ -13,6 +13,7 @@ import torch
 from rewardtune.config import PPOConfig
 from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Estimator, kl_loss
+from rewardtune.core.surrogate import constant_normaliser
 from rewardtune.core.tensors import logprobs_from_logits
 from rewardtune.sampling.rollout import eval_mode
 from rewardtune.training.collective import global_mean
@@ -40,9 +41,18 @@ class Updater:
     """Trains ``model`` with ``optimizer`` on one step's rollout; the update runs without
     dropout (as sampling did): until the weights move, the ratio is exactly 1."""
 
-    def __init__(self, accelerator, model, optimizer, ppo: PPOConfig, estimator: Estimator):
+    def __init__(
+        self,
+        accelerator,
+        model,
+        optimizer,
+        ppo: PPOConfig,
+        estimator: Estimator,
+        max_response_tokens: int,
+    ):
         self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
         self.ppo, self.estimator = ppo, estimator
+        self.loss_options = policy_loss_options(ppo, max_response_tokens, self.minibatch_rows())
         # ppo.compile: the same module through torch.compile (its first minibatch compiles;
         # a new minibatch shape recompiles once, then runs with dynamic shapes)
         self.forward = torch.compile(model) if ppo.compile else model
@@ -67,11 +77,15 @@ class Updater:
     def epochs(self, data: Minibatch, step: int) -> Iterator[Iterator[Minibatch]]:
         """``ppo_epochs`` times: this process's samples in a new order, as minibatches of
         ``mini_batch_size / world``, each trimmed of its all-padding columns."""
-        mini = max(1, self.ppo.mini_batch_size // self.accelerator.num_processes)
+        mini = self.minibatch_rows()
         generator = torch.Generator().manual_seed(self.ppo.seed + step)
         for _ in range(self.ppo.ppo_epochs):
             order = torch.randperm(len(data), generator=generator)
             yield (data.index(index).trim() for index in order.split(mini))
+
+    def minibatch_rows(self) -> int:
+        """Samples per minibatch on each process."""
+        return max(1, self.ppo.mini_batch_size // self.accelerator.num_processes)
 
     def stop_early(self, approxkl: float) -> bool:
         """``ppo.early_stopping``, checked after each epoch on its last minibatch as classic TRL
@@ -96,7 +110,7 @@ class Updater:
         logits, values = self.forward(**batch.inputs())
         logprobs = logprobs_from_logits(logits, batch.response_ids)
         pg_loss, clipfrac, approxkl = core.policy_loss(
-            logprobs, batch.old_logprobs, batch.advantages, mask, self.ppo.cliprange
+            logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, **self.loss_options
         )
         loss, terms = pg_loss, {}
         if self.estimator.uses_critic:  # critic-free estimators have no value loss
@@ -148,6 +162,24 @@ class Updater:
                 "ppo.reward_clip"
             )
         return norm
+
+
+def policy_loss_options(ppo: PPOConfig, max_response_tokens: int, rows: int) -> dict:
+    """``core.policy_loss``'s keywords from ``ppo``: the clip range of the ratio's level
+    (``cliprange_low`` / ``cliprange_high``, or GSPO's ``sequence_cliprange``), the ratio, the
+    aggregation and Dr. GRPO's constant normaliser (``rows`` samples per minibatch)."""
+    if ppo.importance_ratio == "sequence":
+        low, high = ppo.sequence_cliprange
+    else:
+        low = ppo.cliprange if ppo.cliprange_low is None else ppo.cliprange_low
+        high = ppo.cliprange if ppo.cliprange_high is None else ppo.cliprange_high
+    return {
+        "cliprange": low,
+        "cliprange_high": high,
+        "ratio_level": ppo.importance_ratio,
+        "aggregation": ppo.loss_aggregation,
+        "normaliser": constant_normaliser(max_response_tokens, rows),
+    }
 
 
 def estimator(ppo: PPOConfig) -> Estimator:
