@@ -1,18 +1,23 @@
-"""Advantage estimators on equal footing: `smollm2-detox` trained for the same wall time with
-each of `gae`, `rloo` and `grpo`, then evaluated on the recipe's held-out prompts.
+"""Advantage estimators and loss options on equal footing: `smollm2-detox` trained for the
+same wall time (or, on a loaded machine, the same number of steps) with each variant of
+``VARIANTS`` (the estimators, and DAPO, GSPO, Dr. GRPO and TRL's RLOO ratio), then evaluated on
+the recipe's held-out prompts.
 
 Each estimator gets a fresh policy from the recipe, the same seed, the same batch of 16
 responses per step (the group estimators as 16 / k prompts x k samples) and the same wall-time
 budget for training, timed from the end of one warm-up step; it runs steps until the budget is
 spent (a step that starts before the deadline finishes; no checkpoint is written inside it). The evaluation is the recipe's own (`eval.*`: held-out prompts, k samples
 per prompt, paired bootstrap CIs over prompts), run after the budget and not counted in it.
-Printed per estimator: steps done, seconds per step, held-out flagged rate (P > 0.5) and
-toxicity mean before -> after with the 95% CI of the difference, and perplexity under the
-reference. Never run by the test suite.
+Printed per variant: steps done, seconds per step, held-out flagged rate (P > 0.5) and
+toxicity mean before -> after with the 95% CI of the difference, the reward, and perplexity
+under the reference. ``--reward zero_one`` trains on the 0/1 reward of
+``benchmarks/verifiable_reward.py`` instead of the recipe's (a verifiable reward: many groups
+tie). ``--steps N`` gives every variant N steps instead of equal wall time: the choice on a
+machine others load, where seconds say little. Never run by the test suite.
 
-    python benchmarks/estimators.py [--minutes 8] [--k 4] [--estimators gae,rloo,grpo] \
-        [--set reward.0.output=logit ...]
-    python benchmarks/estimators.py --smoke        # the tests' tiny Llama, seconds per estimator
+    python benchmarks/estimators.py [--minutes 8] [--k 4] [--estimators gae,rloo,grpo,dapo] \
+        [--reward zero_one] [--steps N] [--set reward.0.output=logit ...]
+    python benchmarks/estimators.py --smoke        # the tests' tiny Llama, seconds per variant
 """
 
 from __future__ import annotations
@@ -33,6 +38,39 @@ from rewardtune.training.signals import Interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "smollm2-detox"
+ZERO_ONE = (
+    f"[{{type: python, function: '{ROOT / 'benchmarks' / 'verifiable_reward.py'}"
+    ":ends_a_clean_sentence'}]"
+)
+
+GROUP = "ppo.samples_per_prompt"  # set to --k for every variant below that names it
+# name -> ppo overrides (docs/config.md, "Loss options", for the papers)
+VARIANTS = {
+    "gae": {"ppo.advantage": "gae"},
+    "rloo": {"ppo.advantage": "rloo", GROUP: None},
+    "grpo": {"ppo.advantage": "grpo", GROUP: None},
+    "reinforce_pp": {"ppo.advantage": "reinforce_pp"},
+    # Dr. GRPO: group mean only, and the constant normaliser (loss_aggregation resolves to it)
+    "dr_grpo": {"ppo.advantage": "grpo", GROUP: None, "ppo.grpo_scale": False},
+    # DAPO: clip-higher, token-mean loss, dynamic sampling, overlong masking, on GRPO
+    "dapo": {
+        "ppo.advantage": "grpo",
+        GROUP: None,
+        "ppo.cliprange_low": 0.2,
+        "ppo.cliprange_high": 0.28,
+        "ppo.filter_groups": True,
+        "ppo.mask_truncated": True,
+    },
+    "grpo_filter_groups": {"ppo.advantage": "grpo", GROUP: None, "ppo.filter_groups": True},
+    # GSPO: the length-normalised response ratio with its own clip range, on GRPO advantages
+    "gspo": {"ppo.advantage": "grpo", GROUP: None, "ppo.importance_ratio": "sequence"},
+    # TRL's RLOO: one unnormalised ratio per response
+    "rloo_response_ratio": {
+        "ppo.advantage": "rloo",
+        GROUP: None,
+        "ppo.importance_ratio": "sequence_unnormalised",
+    },
+}
 
 
 def smoke_overrides(folder: Path) -> dict:
@@ -56,15 +94,13 @@ def smoke_overrides(folder: Path) -> dict:
     }
 
 
-def estimator_overrides(estimator: str, k: int) -> dict:
-    if estimator in ("rloo", "grpo"):
-        return {"ppo.advantage": estimator, "ppo.samples_per_prompt": k}
-    return {"ppo.advantage": estimator}
+def estimator_overrides(variant: str, k: int) -> dict:
+    return {key: k if key == GROUP else value for key, value in VARIANTS[variant].items()}
 
 
-def train_for(trainer: PPOTrainer, seconds: float) -> tuple[int, float]:
-    """``trainer.train()`` for ``seconds`` after one warm-up step (the step running when they
-    run out finishes): (timed steps done, seconds they took)."""
+def train_for(trainer: PPOTrainer, seconds: float, steps: int | None) -> tuple[int, float]:
+    """``trainer.train()`` for ``seconds`` (or ``steps`` steps) after one warm-up step (the
+    step running when they run out finishes): (timed steps done, seconds they took)."""
     clock = {"start": time.perf_counter(), "spent": 0.0}
 
     def stop_when_spent(step: int, stats: dict) -> None:
@@ -73,7 +109,8 @@ def train_for(trainer: PPOTrainer, seconds: float) -> tuple[int, float]:
             clock["start"] = now
             return
         clock["spent"] = now - clock["start"]
-        if clock["spent"] >= seconds:
+        done = step - 1 >= steps if steps is not None else clock["spent"] >= seconds
+        if done:
             trainer.request_stop()
 
     with contextlib.suppress(Interrupted):  # the budget ran out: train() checkpointed, stopped
@@ -81,18 +118,19 @@ def train_for(trainer: PPOTrainer, seconds: float) -> tuple[int, float]:
     return trainer.step_count - 1, clock["spent"]
 
 
-def run_one(estimator: str, base: dict, seconds: float, k: int, folder: Path) -> dict:
-    overrides = (
-        base | estimator_overrides(estimator, k) | {"ppo.steps": 100_000, "run.save_every": 0}
-    )
+def run_one(
+    variant: str, base: dict, seconds: float, steps: int | None, k: int, folder: Path
+) -> dict:
+    overrides = base | estimator_overrides(variant, k) | {"ppo.steps": 100_000, "run.save_every": 0}
     config = load_config(RECIPE, [f"{key}={value}" for key, value in overrides.items()])
-    run = RunDir.create(folder / estimator, config.to_yaml())
+    run = RunDir.create(folder / variant, config.to_yaml())
     trainer = PPOTrainer(config, run_dir=run)
-    steps, spent = train_for(trainer, seconds)
+    done, spent = train_for(trainer, seconds, steps)
     summary = evaluate_run(run.path, trainer)
     metrics = {m["name"]: m for m in summary.metrics}
-    return {"estimator": estimator, "steps": steps, "s_per_step": spent / max(steps, 1)} | {
-        name: metrics[name] for name in ("toxicity/flagged", "toxicity", "perplexity")
+    names = ("toxicity/flagged", "toxicity", "reward/total", "perplexity")
+    return {"estimator": variant, "steps": done, "s_per_step": spent / max(done, 1)} | {
+        name: metrics[name] for name in names
     }
 
 
@@ -103,23 +141,25 @@ def cell(metric: dict, percent: bool = False) -> str:
     return f"{before:.3g}{unit} -> {after:.3g}{unit} [{low:+.3g}, {high:+.3g}]"
 
 
-def print_table(rows: list[dict], seconds: float) -> None:
-    print(f"\n{RECIPE}, {seconds:.0f} s of training each; before -> after [95% CI of the change]\n")
-    print("| estimator | steps | s/step | flagged rate | toxicity mean | perplexity |")
-    print("| --- | ---: | ---: | --- | --- | --- |")
+def print_table(rows: list[dict], budget: str) -> None:
+    print(f"\n{RECIPE}, {budget} each; before -> after [95% CI of the change]\n")
+    print("| variant | steps | s/step | flagged rate | toxicity mean | reward | perplexity |")
+    print("| --- | ---: | ---: | --- | --- | --- | --- |")
     for r in rows:
         print(
             f"| {r['estimator']} | {r['steps']} | {r['s_per_step']:.2f} | "
             f"{cell(r['toxicity/flagged'], percent=True)} | {cell(r['toxicity'])} | "
-            f"{cell(r['perplexity'])} |"
+            f"{cell(r['reward/total'])} | {cell(r['perplexity'])} |"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=8.0, help="training wall time each")
-    parser.add_argument("--k", type=int, default=4, help="samples per prompt for rloo and grpo")
-    parser.add_argument("--estimators", default="gae,rloo,grpo")
+    parser.add_argument("--k", type=int, default=4, help="samples per prompt of group variants")
+    parser.add_argument("--estimators", default="gae,rloo,grpo", help=", ".join(VARIANTS))
+    parser.add_argument("--steps", type=int, help="the same steps each, not the same time")
+    parser.add_argument("--reward", choices=["recipe", "zero_one"], default="recipe")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny Llama, 5 s each")
     parser.add_argument(
@@ -130,10 +170,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         base = smoke_overrides(folder) if args.smoke else {}
+        if args.reward == "zero_one":
+            base["reward"] = ZERO_ONE
         base |= dict(item.split("=", 1) for item in args.set)
         seconds = 5.0 if args.smoke else args.minutes * 60
-        rows = [run_one(name, base, seconds, args.k, folder) for name in args.estimators.split(",")]
-    print_table(rows, seconds)
+        rows = [
+            run_one(name, base, seconds, args.steps, args.k, folder)
+            for name in args.estimators.split(",")
+        ]
+    budget = f"{args.steps} steps" if args.steps else f"{seconds:.0f} s of training"
+    print_table(rows, budget + (", 0/1 reward" if args.reward == "zero_one" else ""))
 
 
 if __name__ == "__main__":

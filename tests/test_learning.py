@@ -1,9 +1,13 @@
 """PPO learns: a tiny random Llama earns more of a reward it can learn in seconds, with every
-advantage estimator (GAE with a value head, and the critic-free RLOO, GRPO, REINFORCE++)."""
+advantage estimator (GAE with a value head, and the critic-free RLOO, GRPO, REINFORCE++) and
+every loss option (clip-higher, GSPO, RLOO's response ratio, the loss aggregations, overlong
+masking, dynamic sampling)."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import pytest
 import yaml
@@ -34,10 +38,34 @@ ESTIMATORS = {
         "ppo.kl_in": "loss",
     },
     "reinforce_pp": {},
+    # the loss options of docs/config.md ("Loss options"), each on a group estimator
+    "grpo_clip_higher": {
+        "ppo.advantage": "grpo",
+        "ppo.samples_per_prompt": 4,
+        "ppo.cliprange_low": 0.2,
+        "ppo.cliprange_high": 0.28,
+    },
+    "grpo_seq_mean_token_mean": {
+        "ppo.advantage": "grpo",
+        "ppo.samples_per_prompt": 4,
+        "ppo.loss_aggregation": "seq_mean_token_mean",
+    },
+    "gspo": {
+        "ppo.advantage": "grpo",
+        "ppo.samples_per_prompt": 4,
+        "ppo.importance_ratio": "sequence",
+    },
+    "rloo_response_ratio": {
+        "ppo.advantage": "rloo",
+        "ppo.samples_per_prompt": 4,
+        "ppo.importance_ratio": "sequence_unnormalised",
+    },
 }
 
 
-def make_learning_config(tmp_path, tiny_llama, prompts_file, estimator: str = "gae"):
+def make_learning_config(
+    tmp_path, tiny_llama, prompts_file, estimator: str = "gae", **extra: object
+):
     recipe = tmp_path / "learn.yaml"
     recipe.write_text(yaml.safe_dump({"reward": [{"type": "vader"}]}))
     overrides = tiny_overrides(
@@ -55,7 +83,8 @@ def make_learning_config(tmp_path, tiny_llama, prompts_file, estimator: str = "g
             "model.lora.target_modules": "[q_proj,v_proj,lm_head]",
             "ppo.advantage": estimator,
         }
-        | ESTIMATORS[estimator],
+        | ESTIMATORS[estimator]
+        | extra,
     )
     return load_config(str(recipe), overrides)
 
@@ -114,3 +143,58 @@ def test_train_loop_raises_reward_of_tiny_llama(learning_config):
     reward = WeightedReward([(TokenSetReward(policy.tokenizer), 1.0)])
     history = PPOTrainer(learning_config, policy=policy, reward=reward).train()
     assert_learned([h["env/reward_mean"] for h in history], [h["objective/kl"] for h in history])
+
+
+class ThresholdReward(TokenSetReward):
+    """0/1: a quarter or more of the response's tokens from the set (~25% of a random
+    policy's responses): many groups of 4 tie, as with a verifiable reward."""
+
+    def __call__(self, prompts, responses):
+        return [float(f >= 0.25) for f in super().__call__(prompts, responses)]
+
+
+def test_dynamic_sampling_train_loop_learns_a_0_1_reward(tmp_path, tiny_llama, prompts_file):
+    from rewardtune.models import load_policy
+    from rewardtune.rewards import WeightedReward
+
+    config = make_learning_config(
+        tmp_path, tiny_llama, prompts_file, "grpo_clip_higher", **{"ppo.filter_groups": True}
+    )
+    policy = load_policy(config.model)
+    reward = WeightedReward([(ThresholdReward(policy.tokenizer), 1.0)])
+    history = PPOTrainer(config, policy=policy, reward=reward).train()
+    assert_learned([h["env/reward_mean"] for h in history], [h["objective/kl"] for h in history])
+    filtered = [h["env/filtered_groups"] for h in history]
+    assert max(filtered) > 0  # tied groups were drawn and dropped
+    assert all(0 <= h["env/batch_fill"] <= 1 for h in history)
+
+
+@pytest.fixture
+def stopping_llama(tmp_path, tiny_llama):
+    """The tiny Llama with 100 of its 400 tokens as stop tokens (ids 60-159, outside the
+    rewarded set): most responses end before the length limit, some are cut by it."""
+    folder = tmp_path / "stopping-llama"
+    shutil.copytree(tiny_llama, folder)
+    config_path = folder / "generation_config.json"
+    config = json.loads(config_path.read_text())
+    config["eos_token_id"] = [1, *range(60, 160)]
+    config_path.write_text(json.dumps(config))
+    return folder
+
+
+def test_masking_truncated_responses_still_learns(tmp_path, stopping_llama, prompts_file):
+    config = make_learning_config(
+        tmp_path, stopping_llama, prompts_file, "rloo", **{"ppo.mask_truncated": True}
+    )
+    trainer = PPOTrainer(config)
+    rewards, kls, masked = [], [], []
+    for batch in trainer.dataloader:
+        responses = trainer.generate(batch["input_ids"])
+        stats = trainer.step(
+            batch["input_ids"], responses, [token_set_fraction(r) for r in responses]
+        )
+        rewards.append(stats["env/reward_mean"])
+        kls.append(stats["objective/kl"])
+        masked.append(stats["ppo/policy/truncated_masked"])
+    assert_learned(rewards, kls)
+    assert 0 < sum(masked) / len(masked) < 1  # some responses were cut and masked, not all

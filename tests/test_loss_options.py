@@ -422,3 +422,90 @@ def test_dynamic_sampling_with_two_processes_draws_alike_and_trains_equal_shares
     # rank 0: 0 + 2 + 2 tied, rank 1: 2 + 1 + 1, of 12 groups drawn on both processes
     assert stats0.filtered_groups == stats1.filtered_groups == pytest.approx(8 / 12)
     assert stats0.batch_fill == stats1.batch_fill == 1.0
+
+
+# --- the report names what ran --------------------------------------------------------------
+
+
+def test_report_run_summary_names_the_loss_options_the_run_used():
+    from rewardtune.report.report import _loss_text
+
+    assert _loss_text(PPOConfig().model_dump()) == (
+        "token ratio, clipped to [1 - 0.2, 1 + 0.2]; token_mean"
+    )
+    dapo = PPOConfig(
+        cliprange_low=0.2,
+        cliprange_high=0.28,
+        samples_per_prompt=4,
+        filter_groups=True,
+        mask_truncated=True,
+    )
+    assert _loss_text(dapo.model_dump(mode="json")) == (
+        "token ratio, clipped to [1 - 0.2, 1 + 0.28] (clip-higher, Yu et al. 2025); token_mean; "
+        "truncated responses masked (DAPO); dynamic sampling, up to 3 extra draws a step (DAPO)"
+    )
+    gspo = _loss_text(PPOConfig(importance_ratio="sequence").model_dump(mode="json"))
+    assert gspo.startswith("GSPO sequence ratio (Zheng et al. 2025), clipped to [1 - 0.0003")
+    dr_grpo = PPOConfig(advantage="grpo", samples_per_prompt=2, grpo_scale=False)
+    assert _loss_text(dr_grpo.model_dump()).endswith(
+        "seq_mean_token_sum_norm (Dr. GRPO's constant normaliser)"
+    )
+
+
+# --- dynamic sampling in train(): exact under resume ----------------------------------------
+
+
+class ParityReward:
+    """0/1 by the parity of the response's length in characters: half of the groups of 2 tie."""
+
+    name = "parity"
+
+    def __call__(self, prompts, responses):
+        return [float(len(text) % 2) for text in responses]
+
+
+def filtered_trainer(tmp_path, tiny_llama, prompts_file, steps: int, run_name: str):
+    import yaml
+
+    from conftest import tiny_overrides
+    from rewardtune import PPOTrainer, load_config
+    from rewardtune.rewards import WeightedReward
+    from rewardtune.runs.rundir import RunDir
+
+    recipe = tmp_path / "filter.yaml"
+    recipe.write_text(yaml.safe_dump({"reward": [{"type": "vader"}], "eval": {"enabled": False}}))
+    overrides = tiny_overrides(
+        tiny_llama,
+        prompts_file,
+        steps=steps,
+        **{
+            "ppo.advantage": "grpo",
+            "ppo.samples_per_prompt": 2,
+            "ppo.filter_groups": True,
+            "ppo.max_resample_rounds": 2,
+            "ppo.learning_rate": 1e-2,
+        },
+    )
+    config = load_config(str(recipe), overrides)
+    run = RunDir.create(tmp_path / run_name, config.to_yaml())
+    reward = WeightedReward([(ParityReward(), 1.0)])
+    return PPOTrainer(config, reward=reward, run_dir=run), run
+
+
+def stable(history: list[dict]) -> list[dict]:
+    return [
+        {k: v for k, v in h.items() if not k.startswith(("time/", "throughput/"))} for h in history
+    ]
+
+
+def test_dynamic_sampling_resumed_run_draws_and_trains_what_the_straight_run_did(
+    tmp_path, tiny_llama, prompts_file
+):
+    straight, _ = filtered_trainer(tmp_path, tiny_llama, prompts_file, 4, "straight")
+    history = straight.train()
+    assert sum(h["env/resample_rounds"] for h in history) > 0  # ties were redrawn
+    first, run = filtered_trainer(tmp_path, tiny_llama, prompts_file, 2, "first-half")
+    first.train()
+    resumed, _ = filtered_trainer(tmp_path, tiny_llama, prompts_file, 4, "second-half")
+    resumed.load_checkpoint(run.path / "checkpoints" / "step-2")
+    assert stable(resumed.train()) == stable(history[2:])

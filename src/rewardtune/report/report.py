@@ -93,6 +93,7 @@ def summary_section(run: RunData) -> list[Block]:
         ("Steps", f"{run.steps_done} done of {ppo.get('steps', '?')} configured"),
         ("PPO", _ppo_text(ppo)),
         ("Advantage", _advantage_text(ppo)),
+        ("Policy loss", _loss_text(ppo)),
         ("Wall time", duration(info.get("wall_time_s"))),
         *_parameter_facts(run.run_info, model.get("lora")),
     ]
@@ -137,6 +138,30 @@ def _advantage_text(ppo: dict) -> str:
     k = ppo.get("samples_per_prompt", 1)
     kl = "in the loss (k3)" if ppo.get("kl_in") == "loss" else "in the reward"
     return f"{ESTIMATOR_PAPERS.get(name, name)}; {k} sample(s) per prompt; KL {kl}"
+
+
+def _loss_text(ppo: dict) -> str:
+    """The ratio, its clip range, the aggregation and the DAPO options the run used
+    (docs/config.md, "Loss options")."""
+    ratio, clip = ppo.get("importance_ratio", "token"), ppo.get("cliprange", 0.2)
+    if ratio == "sequence":
+        low, high = ppo.get("sequence_cliprange") or (3e-4, 4e-4)
+        parts = [f"GSPO sequence ratio (Zheng et al. 2025), clipped to [1 - {low}, 1 + {high}]"]
+    else:
+        low, high = ppo.get("cliprange_low") or clip, ppo.get("cliprange_high") or clip
+        name = "token ratio" if ratio == "token" else "response ratio, as TRL's RLOO"
+        dapo = " (clip-higher, Yu et al. 2025)" if high > low else ""
+        parts = [f"{name}, clipped to [1 - {low}, 1 + {high}]{dapo}"]
+    aggregation = ppo.get("loss_aggregation") or "token_mean"
+    if aggregation == "seq_mean_token_sum_norm":
+        aggregation += " (Dr. GRPO's constant normaliser)"
+    parts.append(aggregation)
+    if ppo.get("mask_truncated"):
+        parts.append("truncated responses masked (DAPO)")
+    if ppo.get("filter_groups"):
+        rounds = ppo.get("max_resample_rounds", "?")
+        parts.append(f"dynamic sampling, up to {rounds} extra draws a step (DAPO)")
+    return "; ".join(parts)
 
 
 # --- training ------------------------------------------------------------------------
