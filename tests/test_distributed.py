@@ -386,3 +386,27 @@ def test_two_processes_train_grpo_groups_without_a_value_head(tmp_path, recipe, 
 def test_strip_option_removes_the_option_and_its_value_in_both_spellings():
     argv = ["train", "r.yaml", "--processes", "2", "--set", "a=1", "--processes=4"]
     assert strip_option(argv, "--processes") == ["train", "r.yaml", "--set", "a=1"]
+
+
+def test_two_processes_with_dynamic_sampling_draw_alike_and_end_with_identical_weights(
+    tmp_path, overrides
+):
+    recipe = tmp_path / "filter.yaml"
+    reward = {"type": "python", "function": f"{HELPERS / 'rewards.py'}:parity_reward"}
+    recipe.write_text(yaml.safe_dump({"reward": [reward], "eval": {"enabled": False}}))
+    extra = [
+        "ppo.advantage=grpo",
+        "ppo.samples_per_prompt=2",
+        "ppo.filter_groups=true",
+        "ppo.max_resample_rounds=2",
+        "ppo.steps=3",
+    ]
+    result = train_two_processes(tmp_path, recipe, [*overrides, *extra])
+    assert result.returncode == 0, result.stderr[-4000:]
+    rank0 = load_file(tmp_path / "params-rank0.safetensors")
+    rank1 = load_file(tmp_path / "params-rank1.safetensors")
+    for key in rank0:
+        assert (rank0[key] == rank1[key]).all(), f"{key} differs between ranks"
+    rows = metrics(tmp_path / "run")
+    assert len(rows) == 3
+    assert all(0 <= r["env/filtered_groups"] <= 1 and 0 <= r["env/batch_fill"] <= 1 for r in rows)

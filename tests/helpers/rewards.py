@@ -72,3 +72,9 @@ def nan_on_rank1_reward(prompts, responses):
     if os.environ.get("RANK", "0") == "1":
         scores[0] = float("nan")
     return scores
+
+
+def parity_reward(prompts, responses):
+    """0/1 by the parity of each response's length in characters (groups of 2 tie half the
+    time, as with a verifiable reward)."""
+    return [float(len(r) % 2) for r in responses]
