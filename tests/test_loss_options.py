@@ -98,7 +98,7 @@ def test_dr_grpo_gives_equal_per_token_gradients_to_responses_of_different_lengt
     dr_grpo = PPOConfig(
         advantage="grpo", samples_per_prompt=2, grpo_scale=False, mini_batch_size=1, batch_size=2
     )
-    assert dr_grpo.loss_aggregation == "seq_mean_token_sum_norm"
+    assert policy_loss_options(dr_grpo, 8, 1)["aggregation"] == "seq_mean_token_sum_norm"
     budget = 8  # generation.max_new_tokens
 
     def token_gradients(ppo: PPOConfig, length: int) -> torch.Tensor:
@@ -202,19 +202,23 @@ def test_rloo_sequence_ratio_is_the_whole_response_ratio_as_trl_computes_it():
 def test_a_sequence_ratio_refuses_a_token_level_aggregation():
     with pytest.raises(ValueError, match="seq_mean_token_mean"):
         PPOConfig(importance_ratio="sequence", loss_aggregation="token_mean")
-    assert PPOConfig(importance_ratio="sequence_unnormalised").loss_aggregation == (
-        "seq_mean_token_mean"
-    )
+    explicit = PPOConfig(importance_ratio="sequence", loss_aggregation="seq_mean_token_mean")
+    assert explicit.loss_aggregation == "seq_mean_token_mean"
 
 
-def test_resolved_loss_aggregation_survives_the_config_yaml_round_trip():
-    dr_grpo = PPOConfig(advantage="grpo", samples_per_prompt=2, grpo_scale=False)
-    assert PPOConfig(**dr_grpo.model_dump()).loss_aggregation == "seq_mean_token_sum_norm"
-    assert PPOConfig().loss_aggregation == "token_mean"
-    kept = PPOConfig(
-        advantage="grpo", samples_per_prompt=2, grpo_scale=False, loss_aggregation="token_mean"
-    )
-    assert kept.loss_aggregation == "token_mean"
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({}, "token_mean"),
+        ({"advantage": "grpo", "samples_per_prompt": 2}, "token_mean"),
+        ({"advantage": "grpo", "samples_per_prompt": 2, "grpo_scale": False}, "seq_mean_token_sum_norm"),
+        ({"importance_ratio": "sequence"}, "seq_mean_token_mean"),
+        ({"advantage": "rloo", "samples_per_prompt": 2, "importance_ratio": "sequence_unnormalised"}, "seq_mean_token_mean"),
+        ({"advantage": "grpo", "samples_per_prompt": 2, "grpo_scale": False, "loss_aggregation": "token_mean"}, "token_mean"),
+    ],
+)  # fmt: skip
+def test_an_unset_loss_aggregation_is_the_one_the_estimator_is_published_with(keys, expected):
+    assert policy_loss_options(PPOConfig(**keys), 8, 2)["aggregation"] == expected
 
 
 # --- overlong filtering (DAPO section 3.4) ------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, PositiveFloat, ValidationError, model_validator
 
 from rewardtune.rewards.registry import (
     PUBLIC,
@@ -30,6 +30,8 @@ DEFAULT_RECIPE = "smollm2-detox"
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy seeds are unsigned 32-bit
+LossAggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
+PER_RESPONSE = "seq_mean_token_mean"  # the aggregation of a response-level ratio
 
 
 # --- model ---------------------------------------------------------------------------
@@ -157,14 +159,11 @@ class PPOConfig(Section):
     advantage: Literal["gae", "rloo", "grpo", "reinforce_pp"] = "gae"
     grpo_scale: bool = True  # false = Dr. GRPO: no division by the group's std
     kl_in: Literal["reward", "loss"] = "reward"  # loss: k3 KL in the loss, as GRPO
-    # the loss family of docs/config.md ("Loss options"); every one off by default
-    cliprange_low: float | None = Field(None, gt=0, lt=1)  # None: cliprange
+    cliprange_low: float | None = Field(None, gt=0, lt=1)  # these: docs/config.md, Loss options
     cliprange_high: float | None = Field(None, gt=0)  # DAPO's clip-higher: 0.28 with low 0.2
     importance_ratio: Literal["token", "sequence", "sequence_unnormalised"] = "token"
-    sequence_cliprange: tuple[float, float] = (3e-4, 4e-4)  # GSPO's (low, high) for sequence
-    loss_aggregation: (
-        Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None
-    ) = None  # None: chosen from advantage, grpo_scale and importance_ratio (resolved below)
+    sequence_cliprange: tuple[Annotated[float, Field(gt=0, lt=1)], PositiveFloat] = (3e-4, 4e-4)
+    loss_aggregation: LossAggregation | None = None  # None: the estimator's published one
     mask_truncated: bool = False  # responses cut by the length limit get no policy loss
     filter_groups: bool = False  # DAPO's dynamic sampling: drop tied groups, draw more
     max_resample_rounds: int = Field(3, ge=0)  # extra draws per step under filter_groups
@@ -189,44 +188,14 @@ class PPOConfig(Section):
             )
         if not self.grpo_scale and self.advantage != "grpo":
             raise ValueError("grpo_scale applies only to advantage: grpo")
-        if self.importance_ratio != "token" and self.loss_aggregation not in (
-            None,
-            "seq_mean_token_mean",
-        ):
+        if self.importance_ratio != "token" and self.loss_aggregation not in (None, PER_RESPONSE):
             raise ValueError(
-                f"importance_ratio {self.importance_ratio} gives one ratio per response, "
-                "averaged over responses: set loss_aggregation to seq_mean_token_mean (or "
-                "leave it unset)"
+                f"importance_ratio {self.importance_ratio} averages one ratio per response: "
+                f"set loss_aggregation to {PER_RESPONSE} or leave it unset"
             )
         if self.filter_groups and self.samples_per_prompt < 2:
-            raise ValueError(
-                "filter_groups drops groups whose samples all score alike: set "
-                "samples_per_prompt to 2 or more"
-            )
-        low, high = self.sequence_cliprange
-        if not 0 < low < 1 or not high > 0:
-            raise ValueError("sequence_cliprange must be [low, high] with 0 < low < 1, high > 0")
+            raise ValueError("filter_groups drops groups that tie: set samples_per_prompt >= 2")
         return self
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _resolve_loss_aggregation(cls, data: Any, handler) -> PPOConfig:
-        """An unset ``loss_aggregation`` becomes what the estimator is published with, so that
-        config.yaml says what ran."""
-        ppo = handler(data)
-        if ppo.loss_aggregation is not None or not isinstance(data, dict):
-            return ppo
-        return handler(data | {"loss_aggregation": default_loss_aggregation(ppo)})
-
-
-def default_loss_aggregation(ppo: PPOConfig) -> str:
-    """A response-level ratio: the mean over responses (GSPO, TRL's RLOO); Dr. GRPO: the
-    constant normaliser (Liu et al. 2025); otherwise PPO's token mean."""
-    if ppo.importance_ratio != "token":
-        return "seq_mean_token_mean"
-    if ppo.advantage == "grpo" and not ppo.grpo_scale:
-        return "seq_mean_token_sum_norm"
-    return "token_mean"
 
 
 class EvalConfig(Section):

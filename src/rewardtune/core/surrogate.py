@@ -35,6 +35,21 @@ SEQUENCE_RATIO_AGGREGATION: LossAggregation = "seq_mean_token_mean"
 LOG_RATIO_MAX = 10.0  # veRL's clamp of GSPO's log-ratio, keeps exp() finite
 
 
+def resolve_aggregation(
+    aggregation: str | None, advantage: str, grpo_scale: bool, ratio_level: str
+) -> str:
+    """``ppo.loss_aggregation``, where unset (None) the one its estimator is published with:
+    the mean over responses for a response-level ratio (GSPO, TRL's RLOO), the constant
+    normaliser for Dr. GRPO (``grpo`` without the std), else PPO's token mean."""
+    if aggregation is not None:
+        return aggregation
+    if ratio_level != "token":
+        return SEQUENCE_RATIO_AGGREGATION
+    if advantage == "grpo" and not grpo_scale:
+        return "seq_mean_token_sum_norm"
+    return "token_mean"
+
+
 def log_importance_ratio(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor, level: str
 ) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rewardtune.core.surrogate import resolve_aggregation
 from rewardtune.report.blocks import (
     Block,
     Cell,
@@ -152,7 +153,12 @@ def _loss_text(ppo: dict) -> str:
         name = "token ratio" if ratio == "token" else "response ratio, as TRL's RLOO"
         dapo = " (clip-higher, Yu et al. 2025)" if high > low else ""
         parts = [f"{name}, clipped to [1 - {low}, 1 + {high}]{dapo}"]
-    aggregation = ppo.get("loss_aggregation") or "token_mean"
+    aggregation = resolve_aggregation(
+        ppo.get("loss_aggregation"),
+        ppo.get("advantage", "gae"),
+        ppo.get("grpo_scale", True),
+        ratio,
+    )
     if aggregation == "seq_mean_token_sum_norm":
         aggregation += " (Dr. GRPO's constant normaliser)"
     parts.append(aggregation)

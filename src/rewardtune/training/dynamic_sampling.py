@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from rewardtune.core.advantages import tied_groups
+from rewardtune.training.rng import seed_step
 from rewardtune.types import GroupFilterStats, PromptBatch
 
 
@@ -108,3 +109,32 @@ def sample_groups_with_signal(
         time_resample=extra_seconds,
     )
     return batch, stats
+
+
+def sample_step_batch(trainer, step: int) -> tuple[Drawn, GroupFilterStats | None]:
+    """``train()``'s prompts of ``step``, sampled and scored; under ``ppo.filter_groups`` the
+    groups that tie are dropped and more prompts drawn (``sample_groups_with_signal``)."""
+    ppo = trainer.ppo
+    if not ppo.filter_groups:
+        return draw_batch(trainer, step, 0), None
+    k = ppo.samples_per_prompt
+    return sample_groups_with_signal(
+        lambda draw: draw_batch(trainer, step, draw),
+        trainer.accelerator,
+        k,
+        ppo.batch_size // k // trainer.world,
+        ppo.max_resample_rounds,
+    )
+
+
+def draw_batch(trainer, step: int, draw: int) -> Drawn:
+    """Draw ``draw`` of ``step``: its prompts, sampling seeded from (seed, step, draw, rank),
+    texts and rewards (their seconds added to the trainer's timer)."""
+    batch = trainer.batch_for_step(step, draw)
+    seed_step(trainer.ppo.seed, step, trainer.rank + draw * trainer.world)
+    responses = trainer.generate(batch.input_ids)
+    texts = trainer.decode(responses)
+    start = time.perf_counter()
+    scores = trainer.reward(batch.query, texts)
+    trainer.timer.add("reward", time.perf_counter() - start)
+    return Drawn(batch, responses, texts, scores)

@@ -23,7 +23,6 @@ from rewardtune import distributed
 from rewardtune.config import Config
 from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Advantages, compute_advantages
-from rewardtune.core.surrogate import ends_without_stop
 from rewardtune.core.tensors import sequence_sum
 from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
 from rewardtune.models.policy import Policy, count_parameters, load_policy
@@ -34,23 +33,14 @@ from rewardtune.sampling import rollout as rollout_lib
 from rewardtune.training import guards, step_stats
 from rewardtune.training.checkpointing import Checkpoints
 from rewardtune.training.collective import all_reduce_sum, any_rank, global_mean
-from rewardtune.training.dynamic_sampling import Drawn, sample_groups_with_signal
+from rewardtune.training.dynamic_sampling import sample_step_batch
 from rewardtune.training.progress import StepProgress
-from rewardtune.training.rng import seed_step
 from rewardtune.training.signals import Interrupted, graceful_interrupt
 from rewardtune.training.step_log import log_step, reward_terms
 from rewardtune.training.summary import summary_html, summary_text
 from rewardtune.training.timing import StepTimer
-from rewardtune.training.update import Updater, UpdateStats, estimator
-from rewardtune.types import (
-    GroupFilterStats,
-    Minibatch,
-    Prompt,
-    PromptBatch,
-    RewardtuneError,
-    Rollout,
-    StepStats,
-)
+from rewardtune.training.update import Updater, UpdateStats, estimator, truncated_responses
+from rewardtune.types import Minibatch, Prompt, PromptBatch, RewardtuneError, Rollout, StepStats
 
 
 class PPOTrainer:
@@ -97,14 +87,7 @@ class PPOTrainer:
         self.kl_coef, self.step_count = self.ppo.init_kl_coef, 0
         self.eos_ids = self.policy.eos_token_ids(config.data.chat)
         self.pad_id = self.tokenizer.pad_token_id
-        self.updater = Updater(
-            self.accelerator,
-            self.model,
-            self.optimizer,
-            self.ppo,
-            self.estimator,
-            max_response_tokens=config.generation.longest,
-        )
+        self.updater = Updater(self.accelerator, self.model, self.optimizer, config, self.estimator)
         self.checkpoints = Checkpoints(
             self.accelerator,
             self.model,
@@ -233,7 +216,7 @@ class PPOTrainer:
         # 2. scores -> per-token rewards with the KL penalty -> advantages and returns
         estimate = self._advantages(rollout, scores, valid)
         # 3. minibatch epochs (ppo.mask_truncated: no policy loss on truncated responses)
-        truncated = self._truncated(rollout)
+        truncated = truncated_responses(rollout, self.eos_ids) if self.ppo.mask_truncated else None
         loss_mask = rollout.response_mask * (~truncated)[:, None] if truncated is not None else None
         batch = Minibatch.from_rollout(rollout, estimate.advantages, estimate.returns, loss_mask)
         update = self.updater.update(batch, self.kl_coef, self.step_count)
@@ -272,13 +255,6 @@ class PPOTrainer:
             self.kl_coef,
             all_reduce=all_reduce_sum(self.accelerator),
         )
-
-    def _truncated(self, rollout: Rollout) -> torch.Tensor | None:
-        """``ppo.mask_truncated``: (B,) True for responses the length limit cut (no EOS)."""
-        if not self.ppo.mask_truncated:
-            return None
-        stop_ids = torch.tensor(sorted(self.eos_ids), dtype=torch.long)
-        return ends_without_stop(rollout.response_ids, rollout.response_mask, stop_ids)
 
     def _control_kl(self, summed_kl: torch.Tensor, valid: torch.Tensor) -> float:
         """The adaptive KL controller's update (``ppo.adaptive_kl``); returns objective/kl."""
@@ -350,7 +326,7 @@ class PPOTrainer:
         history = []
         with graceful_interrupt(self.request_stop):
             for step in range(self.step_count, self.ppo.steps):
-                drawn, filtered = self.sample_batch(step)
+                drawn, filtered = sample_step_batch(self, step)
                 batch, texts, scores = drawn.batch, drawn.texts, drawn.scores
                 stats = self.step(batch.input_ids, drawn.responses, scores)
                 stats |= reward_terms(self.reward)
@@ -369,31 +345,6 @@ class PPOTrainer:
             self.save_checkpoint()  # the end of the run, unless the loop just saved it
         self.save_final()
         return history
-
-    def sample_batch(self, step: int) -> tuple[Drawn, GroupFilterStats | None]:
-        """The step's prompts, sampled and scored; under ``ppo.filter_groups`` (DAPO's dynamic
-        sampling) groups that tie are dropped and more prompts drawn (``dynamic_sampling``)."""
-        if not self.ppo.filter_groups:
-            return self._draw(step, 0), None
-        k = self.ppo.samples_per_prompt
-        return sample_groups_with_signal(
-            lambda draw: self._draw(step, draw),
-            self.accelerator,
-            k,
-            self.ppo.batch_size // k // self.world,
-            self.ppo.max_resample_rounds,
-        )
-
-    def _draw(self, step: int, draw: int) -> Drawn:
-        """Draw ``draw`` of step ``step``: its prompts, seeded sampling, texts, rewards."""
-        batch = self.batch_for_step(step, draw)
-        seed_step(self.ppo.seed, step, self.rank + draw * self.world)
-        responses = self.generate(batch.input_ids)
-        texts = self.decode(responses)
-        start = time.perf_counter()
-        scores = self.reward(batch.query, texts)
-        self.timer.add("reward", time.perf_counter() - start)
-        return Drawn(batch, responses, texts, scores)
 
     # -- the pieces of step() --------------------------------------------------------
 

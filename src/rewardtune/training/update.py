@@ -10,15 +10,15 @@ from dataclasses import dataclass
 
 import torch
 
-from rewardtune.config import PPOConfig
+from rewardtune.config import Config, PPOConfig
 from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Estimator, kl_loss
-from rewardtune.core.surrogate import constant_normaliser
+from rewardtune.core.surrogate import constant_normaliser, ends_without_stop, resolve_aggregation
 from rewardtune.core.tensors import logprobs_from_logits
 from rewardtune.sampling.rollout import eval_mode
 from rewardtune.training.collective import global_mean
 from rewardtune.training.guards import NonFiniteError, check_finite
-from rewardtune.types import Minibatch
+from rewardtune.types import Minibatch, Rollout
 
 
 @dataclass
@@ -41,21 +41,15 @@ class Updater:
     """Trains ``model`` with ``optimizer`` on one step's rollout; the update runs without
     dropout (as sampling did): until the weights move, the ratio is exactly 1."""
 
-    def __init__(
-        self,
-        accelerator,
-        model,
-        optimizer,
-        ppo: PPOConfig,
-        estimator: Estimator,
-        max_response_tokens: int,
-    ):
+    def __init__(self, accelerator, model, optimizer, config: Config, estimator: Estimator):
         self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
-        self.ppo, self.estimator = ppo, estimator
-        self.loss_options = policy_loss_options(ppo, max_response_tokens, self.minibatch_rows())
+        self.ppo, self.estimator = config.ppo, estimator
+        # the generation budget sizes Dr. GRPO's constant normaliser
+        longest = config.generation.longest
+        self.loss_options = policy_loss_options(self.ppo, longest, self.minibatch_rows())
         # ppo.compile: the same module through torch.compile (its first minibatch compiles;
         # a new minibatch shape recompiles once, then runs with dynamic shapes)
-        self.forward = torch.compile(model) if ppo.compile else model
+        self.forward = torch.compile(model) if self.ppo.compile else model
 
     def update(self, data: Minibatch, kl_coef: float, step: int) -> UpdateStats:
         """``ppo_epochs`` passes over this process's samples; ``step`` seeds the order."""
@@ -177,9 +171,18 @@ def policy_loss_options(ppo: PPOConfig, max_response_tokens: int, rows: int) -> 
         "cliprange": low,
         "cliprange_high": high,
         "ratio_level": ppo.importance_ratio,
-        "aggregation": ppo.loss_aggregation,
+        "aggregation": resolve_aggregation(
+            ppo.loss_aggregation, ppo.advantage, ppo.grpo_scale, ppo.importance_ratio
+        ),
         "normaliser": constant_normaliser(max_response_tokens, rows),
     }
+
+
+def truncated_responses(rollout: Rollout, stop_ids: list[int]) -> torch.Tensor:
+    """``ppo.mask_truncated``: (B,) True for the responses the length limit cut (no stop token
+    at their end); their policy loss is masked."""
+    stops = torch.tensor(sorted(stop_ids), dtype=torch.long)
+    return ends_without_stop(rollout.response_ids, rollout.response_mask, stops)
 
 
 def estimator(ppo: PPOConfig) -> Estimator:
