@@ -126,13 +126,15 @@ def timed_step(
     """
     synchronize()
     start = time.perf_counter()
-    responses = trainer.generate(queries)
+    generation = trainer.sample(queries)  # the classic generate()'s responses, as a record
+    responses = generation.responses
     synchronize()
     t_gen = time.perf_counter()
     scores = reward(responses, trainer.decode(responses))
     t_reward = time.perf_counter()
-    trainer._timings["reward"] = t_reward - t_gen  # so throughput/* counts the reward too
-    stats = trainer.step(queries, responses, scores)
+    # the sampling passes' logprobs and values travel with the generation; the reward's
+    # seconds are passed so that throughput/* counts the reward too
+    stats = trainer.ppo_step(queries, generation, scores, reward_seconds=t_reward - t_gen).to_dict()
     synchronize()
     end = time.perf_counter()
     return {

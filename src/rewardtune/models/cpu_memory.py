@@ -10,7 +10,9 @@ glibc accepts on 64-bit) come from the heap, and up to 1 GiB of free heap stays 
 W1 (``benchmarks/ppo_step.py``) page faults fall to zero from the third step, the update
 takes 0.05-0.20 s less, and peak RSS moves by -25 to +26 MiB (reused, the heap fragments).
 
-Nothing changes where the C library is not glibc, or where the user chose for themselves
+The setting is process-wide, so no library call makes it: the CLI calls
+``enable_cpu_fast_paths()`` once when it starts; a Python user may call it too. Nothing
+changes where the C library is not glibc, or where the user chose for themselves
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or malloc tunables in
 ``GLIBC_TUNABLES``): their settings win.
 """
@@ -48,6 +50,13 @@ def keep_freed_memory() -> bool:
     if _applied is None:
         _applied = _set_thresholds()
     return _applied
+
+
+def enable_cpu_fast_paths() -> bool:
+    """The process-wide CPU speed setting the ``rewardtune`` command makes when it starts:
+    glibc's malloc keeps freed memory (``keep_freed_memory``). Returns whether it is set.
+    (The other CPU fast path, oneDNN linears, is per model: ``model.cpu_linear``.)"""
+    return keep_freed_memory()
 
 
 def _set_thresholds() -> bool:

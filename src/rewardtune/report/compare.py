@@ -27,14 +27,14 @@ from rewardtune.report.figures import overlay_figure, series
 from rewardtune.report.formatting import duration, num, sort_key
 from rewardtune.report.run_data import RunData, load_run, reward_text
 from rewardtune.stats import cluster_bootstrap_ci
-from rewardtune.types import RewardtuneError
+from rewardtune.types import STAT, RewardtuneError
 
 COMPARE_HTML, COMPARE_MD = "compare.html", "compare.md"
 CURVES = [  # (panel title, stat)
-    ("Reward (mean)", "env/reward_mean"),
-    ("KL to reference", "objective/kl"),
-    ("Entropy", "objective/entropy"),
-    ("Throughput (samples/s)", "throughput/samples_per_s"),
+    ("Reward (mean)", STAT.reward_mean),
+    ("KL to reference", STAT.kl),
+    ("Entropy", STAT.entropy),
+    ("Throughput (samples/s)", STAT.samples_per_s),
 ]
 # what must match for the "after" columns of two runs to pair prompt by prompt
 PAIRING = ("checkpoint", "n_prompts", "seed", "max_new_tokens")

@@ -21,7 +21,7 @@ from rewardtune.report.blocks import Facts, Para, Table
 from rewardtune.report.eval_tables import eval_settings, metrics_table, samples_table
 from rewardtune.report.formatting import mapping
 from rewardtune.report.run_data import RunData, load_run, reward_text
-from rewardtune.runs.checkpoint import MODEL_INFO
+from rewardtune.runs.checkpoints import MODEL_INFO
 from rewardtune.runs.rundir import CONFIG, FINAL
 
 CARD = "README.md"
