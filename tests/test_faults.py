@@ -43,7 +43,7 @@ def test_summary_prints_brackets_and_escapes_in_model_text_literally():
     from rich.console import Console
 
     from rewardtune.evaluation.console import print_summary
-    from rewardtune.evaluation.records import EvalRow, EvalSummary
+    from rewardtune.runs.eval_records import EvalRow, EvalSummary
     from test_report import _eval_summary
 
     rows = [

@@ -95,7 +95,7 @@ def sample(
 def reference_sums(policy: Policy, prompts: list[Prompt], samples: Samples) -> np.ndarray:
     """Per response: sum log pi_ref, from one forward pass of the reference."""
     queries = [p.input_ids for p in prompts]
-    kept = rollout_lib.Sampled(
+    kept = rollout_lib.Generation(
         samples.ids, samples.logprobs, [torch.zeros(len(lp)) for lp in samples.logprobs]
     )
     scored = rollout_lib.score(

@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from rewardtune.report.formatting import is_number, num
+from rewardtune.runs.eval_records import REWARD_TOTAL, EvalRow
 from rewardtune.types import STAT
 
 BEFORE_COLOR, AFTER_COLOR = "#8a94a6", "#2563eb"
@@ -141,13 +142,13 @@ def overlay_figure(
 # --- before/after distributions ------------------------------------------------------
 
 
-def eval_scores(rows: list[dict], side: str, key: str) -> np.ndarray:
+def eval_scores(rows: list[EvalRow], side: str, key: str) -> np.ndarray:
     """The finite ``scores_<side>[key]`` of the eval rows."""
-    values = series([row.get(f"scores_{side}", {}) for row in rows], key)
+    values = series([getattr(row, f"scores_{side}") for row in rows], key)
     return values[np.isfinite(values)]
 
 
-def histogram_figure(rows: list[dict], keys: tuple[str, ...] = ("reward/total", "toxicity")):
+def histogram_figure(rows: list[EvalRow], keys: tuple[str, ...] = (REWARD_TOTAL, "toxicity")):
     """Before/after histograms of each score in ``keys`` found in eval.jsonl, or None."""
     present = [k for k in keys if all(len(eval_scores(rows, side, k)) for side in SIDES)]
     if not present:

@@ -160,7 +160,7 @@ def _intro(info: dict, adapter: bool, merged: bool) -> str:
 
 def _evaluation(run: RunData) -> str:
     summary = run.eval_summary
-    if not summary or summary.get("checkpoint", FINAL) != FINAL:
+    if not summary or (summary.checkpoint or FINAL) != FINAL:
         return Para("Not evaluated yet: run `rewardtune evaluate RUN_DIR`.", note=True).markdown()
     settings = Para(eval_settings(summary)).markdown()
     return f"{settings}\n\n{metrics_table(summary).markdown()}"
