@@ -3,12 +3,10 @@
 Each minibatch of a PPO step allocates its activations, logits and gradients (hundreds of MB
 in all), frees them, and allocates the same sizes again. With glibc's defaults the heap top is
 given back to the kernel whenever more than twice the dynamic mmap threshold (at most 64 MiB)
-of it is free, so every minibatch faults the same memory in again, zero-filled page by page:
-a fresh 104 MB tensor costs 17 ms to touch where a reused one costs 3 ms. ``keep_freed_memory``
-fixes the thresholds once per process: allocations up to 32 MiB (the largest mmap threshold
-glibc accepts on 64-bit) come from the heap, and up to 1 GiB of free heap stays mapped. On
-W1 (``benchmarks/ppo_step.py``) page faults fall to zero from the third step, the update
-takes 0.05-0.20 s less, and peak RSS moves by -25 to +26 MiB (reused, the heap fragments).
+of it is free, so every minibatch faults the same memory in again, zero-filled page by page.
+``keep_freed_memory`` fixes the thresholds once per process: allocations up to 32 MiB (the
+largest mmap threshold glibc accepts on 64-bit) come from the heap, and up to 1 GiB of free
+heap stays mapped. What it saves on W1 is in docs/performance.md.
 
 The setting is process-wide, so no library call makes it: the CLI calls
 ``enable_cpu_fast_paths()`` once when it starts; a Python user may call it too. Nothing
