@@ -163,7 +163,7 @@ class PPOTrainer:
         responses of ``sample``: pass its ``Generation`` to ``step`` instead of the responses
         to reuse the sampling passes' logprobs and values.
         """
-        with own_rng(self, "_rng"):
+        with self.sampling_rng():
             generation = self.sample(query_tensors, length_sampler, lengths, **generation_kwargs)
         if return_prompt and not self.policy.seq2seq:
             return [
@@ -171,6 +171,11 @@ class PPOTrainer:
                 for q, r in zip(_as_list(query_tensors), generation.responses, strict=True)
             ]
         return generation.responses
+
+    def sampling_rng(self):
+        """Context: the RNGs of the classic loop's stream (seeded from ``ppo.seed`` when the
+        trainer was built, continued by each ``generate``), the caller's left as they were."""
+        return own_rng(self, "_rng")
 
     def sample(
         self,
@@ -377,12 +382,12 @@ class PPOTrainer:
         """Adapter/weights + value head, optimizer, KL controller, step, RNG (every rank
         takes part; rank 0 writes)."""
         state = checkpoints.TrainerState(self.step_count, self.kl_coef, self.world)
-        with own_rng(self, "_rng"):  # the checkpoint keeps the classic loop's stream
+        with self.sampling_rng():  # the checkpoint keeps the classic loop's stream
             return self.checkpoints.save(self.run, self.run_path, state)
 
     def load_checkpoint(self, folder: Path) -> None:
         """Restore everything ``save_checkpoint`` wrote (a missing file says which)."""
-        with own_rng(self, "_rng"):
+        with self.sampling_rng():
             state = self.checkpoints.load(folder)
         self.step_count, self.kl_coef = state.step, state.kl_coef
 
