@@ -85,7 +85,7 @@ def _plot_reward(ax, steps: np.ndarray, metrics: list[dict]) -> None:
 
 
 def _plot_step_time(ax, steps: np.ndarray, metrics: list[dict]) -> None:
-    keys = ("time/rollout", "time/reward", STAT.time_update)
+    keys = (STAT.time_rollout, STAT.time_reward, STAT.time_update)
     values = [np.nan_to_num(series(metrics, k)) for k in keys]
     labels = [k.split("/")[1] for k in keys]
     ax.stackplot(steps, *values, labels=labels, colors=["#93c5fd", "#fcd34d", "#86efac"])
