@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -42,8 +42,8 @@ class MinibatchStats:
     kl_loss: torch.Tensor | None = None  # only with ppo.kl_in: loss
 
 
-MEASURED = ("policy_loss", "total_loss", "clipfrac", "approxkl", "grad_norm", "value_loss")
-MEASURED += ("value_clipfrac", "kl_loss")
+# each is averaged into the UpdateStats field of the same name
+MEASURED = tuple(f.name for f in fields(MinibatchStats) if f.name != "skipped")
 
 
 def reduce_minibatches(
