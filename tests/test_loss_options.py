@@ -18,9 +18,11 @@ from rewardtune.core import advantages as adv
 from rewardtune.core import ppo as core
 from rewardtune.core import surrogate
 from rewardtune.core.tensors import masked_whiten
+from rewardtune.rewards import Scores
+from rewardtune.sampling.rollout import Generation
 from rewardtune.training import dynamic_sampling
 from rewardtune.training.dynamic_sampling import Drawn, sample_groups_with_signal
-from rewardtune.training.step_stats import reward_stats
+from rewardtune.training.step_stats import reward_moments
 from rewardtune.training.update import policy_loss_options
 from rewardtune.types import PromptBatch
 
@@ -304,7 +306,7 @@ def test_a_masked_group_gets_advantage_0_and_gradient_0_and_leaves_the_others_un
 def test_reward_mean_leaves_out_the_finite_members_of_a_masked_group():
     raw = torch.tensor([1.0, float("nan"), 3.0, 5.0])
     valid = torch.tensor([False, False, True, True])  # k = 2: group 0 masked whole
-    stats = reward_stats(ONE_PROCESS, raw, valid)
+    stats = reward_moments(ONE_PROCESS, raw, valid)
     assert stats["reward_mean"] == 4.0
     assert stats["reward_std"] == pytest.approx(math.sqrt(2.0))
 
@@ -325,7 +327,8 @@ def fake_draws(rounds: list[list[float]]):
         queries = [f"{r}.{i // 2}" for i in range(len(scores))]
         ids = [torch.tensor([r, i // 2]) for i in range(len(scores))]
         responses = [torch.tensor([i]) for i in range(len(scores))]
-        return Drawn(PromptBatch(queries, ids), responses, list(queries), list(scores))
+        generation = Generation(responses, seconds=1.0)
+        return Drawn(PromptBatch(queries, ids), generation, list(queries), Scores(scores, {}), 0.5)
 
     return draw
 
@@ -337,7 +340,9 @@ def test_dynamic_sampling_draws_until_the_share_is_full_and_keeps_the_groups_wit
     batch, stats = sample_groups_with_signal(fake_draws(ROUNDS), ONE_PROCESS, 2, 2, 3)
     # round 0 keeps group 1; round 1 none; round 2 both: full after 2 extra rounds
     assert batch.batch.query == ["0.1", "0.1", "2.0", "2.0"]
-    assert batch.scores == [0, 1, 0, 1]
+    assert batch.scores.total == [0, 1, 0, 1]
+    assert [int(r) for r in batch.generation.responses] == [2, 3, 0, 1]
+    assert (batch.generation.seconds, batch.reward_seconds) == (3.0, 1.5)  # all three draws
     assert stats.filtered_groups == 0.5  # 3 of the 6 groups drawn tied
     assert (stats.batch_fill, stats.resample_rounds) == (1.0, 2)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
@@ -24,8 +25,10 @@ from rewardtune.core.tensors import (
     whiten_with_sums,
 )
 
-ESTIMATORS = ("gae", "rloo", "grpo", "reinforce_pp")
-KL_IN = ("reward", "loss")
+AdvantageName = Literal["gae", "rloo", "grpo", "reinforce_pp"]  # ppo.advantage
+KLIn = Literal["reward", "loss"]  # ppo.kl_in: where the KL term goes
+ESTIMATORS = get_args(AdvantageName)
+KL_IN = get_args(KLIn)
 
 # sums a tensor over every process (an all-reduce); None: this process holds the whole batch
 AllReduce = Callable[[torch.Tensor], torch.Tensor]

@@ -17,41 +17,68 @@ from dataclasses import dataclass
 import torch
 
 from rewardtune.core.advantages import tied_groups
-from rewardtune.training.rng import seed_step
+from rewardtune.rewards import Scores
+from rewardtune.sampling.rollout import Generation
 from rewardtune.types import GroupFilterStats, PromptBatch
 
 
 @dataclass
 class Drawn:
-    """One draw of one process: prompts (k in a row per group), responses, texts, scores."""
+    """One draw of one process: prompts (k in a row per group), their sampled responses, texts
+    and scores, and the seconds scoring took."""
 
     batch: PromptBatch
-    responses: list[torch.Tensor]
+    generation: Generation
     texts: list[str]
-    scores: list[float]
+    scores: Scores
+    reward_seconds: float
 
     def rows(self, keep: list[int]) -> Drawn:
         """The rows ``keep``, in that order."""
+
+        def pick(values):
+            return None if values is None else [values[i] for i in keep]
+
+        generation = self.generation
         return Drawn(
-            PromptBatch(
-                query=[self.batch.query[i] for i in keep],
-                input_ids=[self.batch.input_ids[i] for i in keep],
+            PromptBatch(query=pick(self.batch.query), input_ids=pick(self.batch.input_ids)),
+            Generation(
+                pick(generation.responses),
+                pick(generation.logprobs),
+                pick(generation.values),
+                generation.seconds,
             ),
-            [self.responses[i] for i in keep],
-            [self.texts[i] for i in keep],
-            [self.scores[i] for i in keep],
+            pick(self.texts),
+            Scores(pick(self.scores.total), {n: pick(v) for n, v in self.scores.terms.items()}),
+            self.reward_seconds,
         )
 
     @staticmethod
     def concat(parts: list[Drawn]) -> Drawn:
+        """The draws one after the other; their seconds add up."""
+
+        def joined(lists):
+            return None if any(x is None for x in lists) else [v for x in lists for v in x]
+
+        generations = [p.generation for p in parts]
+        terms = parts[0].scores.terms
         return Drawn(
             PromptBatch(
-                query=[q for p in parts for q in p.batch.query],
-                input_ids=[q for p in parts for q in p.batch.input_ids],
+                query=joined([p.batch.query for p in parts]),
+                input_ids=joined([p.batch.input_ids for p in parts]),
             ),
-            [r for p in parts for r in p.responses],
-            [t for p in parts for t in p.texts],
-            [s for p in parts for s in p.scores],
+            Generation(
+                joined([g.responses for g in generations]),
+                joined([g.logprobs for g in generations]),
+                joined([g.values for g in generations]),
+                sum(g.seconds for g in generations),
+            ),
+            joined([p.texts for p in parts]),
+            Scores(
+                joined([p.scores.total for p in parts]),
+                {name: joined([p.scores.terms[name] for p in parts]) for name in terms},
+            ),
+            sum(p.reward_seconds for p in parts),
         )
 
 
@@ -90,12 +117,13 @@ def sample_groups_with_signal(
         sample = draw(rounds)
         if first is None:
             first = sample
-        rows = signal_rows(sample.scores, k)
+        rows = signal_rows(sample.scores.total, k)
         kept.append(sample.rows(rows))
-        drawn, tied = drawn + len(sample.scores) // k, tied + (len(sample.scores) - len(rows)) // k
+        n_rows = len(sample.texts)
+        drawn, tied = drawn + n_rows // k, tied + (n_rows - len(rows)) // k
         if rounds:
             extra_seconds += time.perf_counter() - start
-        have = sum(len(part.scores) for part in kept) // k
+        have = sum(len(part.texts) for part in kept) // k
         (fewest,) = _over_processes(accelerator, [min(have, groups_per_process)], "min")
         if fewest >= groups_per_process:
             break
@@ -109,32 +137,3 @@ def sample_groups_with_signal(
         time_resample=extra_seconds,
     )
     return batch, stats
-
-
-def sample_step_batch(trainer, step: int) -> tuple[Drawn, GroupFilterStats | None]:
-    """``train()``'s prompts of ``step``, sampled and scored; under ``ppo.filter_groups`` the
-    groups that tie are dropped and more prompts drawn (``sample_groups_with_signal``)."""
-    ppo = trainer.ppo
-    if not ppo.filter_groups:
-        return draw_batch(trainer, step, 0), None
-    k = ppo.samples_per_prompt
-    return sample_groups_with_signal(
-        lambda draw: draw_batch(trainer, step, draw),
-        trainer.accelerator,
-        k,
-        ppo.batch_size // k // trainer.world,
-        ppo.max_resample_rounds,
-    )
-
-
-def draw_batch(trainer, step: int, draw: int) -> Drawn:
-    """Draw ``draw`` of ``step``: its prompts, sampling seeded from (seed, step, draw, rank),
-    texts and rewards (their seconds added to the trainer's timer)."""
-    batch = trainer.batch_for_step(step, draw)
-    seed_step(trainer.ppo.seed, step, trainer.rank + draw * trainer.world)
-    responses = trainer.generate(batch.input_ids)
-    texts = trainer.decode(responses)
-    start = time.perf_counter()
-    scores = trainer.reward(batch.query, texts)
-    trainer.timer.add("reward", time.perf_counter() - start)
-    return Drawn(batch, responses, texts, scores)

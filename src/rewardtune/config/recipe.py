@@ -1,4 +1,4 @@
-"""Typed, validated configuration: YAML recipes, `--set a.b=c` overrides, one error line.
+"""The recipe: typed, validated configuration: YAML recipes, `--set a.b=c` overrides, one error line.
 
 Validated once here, at the edge; everything below receives these objects and trusts them.
 """
@@ -16,13 +16,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, Field, PositiveFloat, ValidationError, model_validator
 
-from rewardtune.rewards.registry import (
-    PUBLIC,
-    Section,
-    is_type_name,
-    reward_types,
-    toxicity_types,
+from rewardtune.config.base import PUBLIC, Section
+from rewardtune.core.advantages import AdvantageName, KLIn
+from rewardtune.core.ppo import KLEstimator
+from rewardtune.core.surrogate import (
+    SEQUENCE_RATIO_AGGREGATION,
+    ImportanceRatio,
+    LossAggregation,
 )
+from rewardtune.rewards.registry import is_type_name, reward_types, toxicity_types
 from rewardtune.text import checked_encoding, checked_run_dir, checked_template
 from rewardtune.types import RewardtuneError
 
@@ -30,8 +32,6 @@ DEFAULT_RECIPE = "smollm2-detox"
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy seeds are unsigned 32-bit
-LossAggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
-PER_RESPONSE = "seq_mean_token_mean"  # the aggregation of a response-level ratio
 
 
 # --- model ---------------------------------------------------------------------------
@@ -136,7 +136,7 @@ class PPOConfig(Section):
     adaptive_kl: bool = True
     target_kl: float = Field(6.0, gt=0)
     horizon: int = Field(10000, gt=0)
-    kl_estimator: Literal["kl", "abs", "mse", "low_var"] = "kl"
+    kl_estimator: KLEstimator = "kl"
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     cliprange: float = Field(0.2, gt=0)
@@ -156,12 +156,12 @@ class PPOConfig(Section):
     steps: int = Field(100, ge=0)
     seed: Seed = 0
     samples_per_prompt: int = Field(1, gt=0)  # k responses per prompt; batch_size counts them
-    advantage: Literal["gae", "rloo", "grpo", "reinforce_pp"] = "gae"
+    advantage: AdvantageName = "gae"
     grpo_scale: bool = True  # false = Dr. GRPO: no division by the group's std
-    kl_in: Literal["reward", "loss"] = "reward"  # loss: k3 KL in the loss, as GRPO
+    kl_in: KLIn = "reward"  # loss: k3 KL in the loss, as GRPO
     cliprange_low: float | None = Field(None, gt=0, lt=1)  # these: docs/config.md, Loss options
     cliprange_high: float | None = Field(None, gt=0)  # DAPO's clip-higher: 0.28 with low 0.2
-    importance_ratio: Literal["token", "sequence", "sequence_unnormalised"] = "token"
+    importance_ratio: ImportanceRatio = "token"
     sequence_cliprange: tuple[Annotated[float, Field(gt=0, lt=1)], PositiveFloat] = (3e-4, 4e-4)
     loss_aggregation: LossAggregation | None = None  # None: the estimator's published one
     mask_truncated: bool = False  # responses cut by the length limit get no policy loss
@@ -188,10 +188,13 @@ class PPOConfig(Section):
             )
         if not self.grpo_scale and self.advantage != "grpo":
             raise ValueError("grpo_scale applies only to advantage: grpo")
-        if self.importance_ratio != "token" and self.loss_aggregation not in (None, PER_RESPONSE):
+        if self.importance_ratio != "token" and self.loss_aggregation not in (
+            None,
+            SEQUENCE_RATIO_AGGREGATION,
+        ):
             raise ValueError(
                 f"importance_ratio {self.importance_ratio} averages one ratio per response: "
-                f"set loss_aggregation to {PER_RESPONSE} or leave it unset"
+                f"set loss_aggregation to {SEQUENCE_RATIO_AGGREGATION} or leave it unset"
             )
         if self.filter_groups and self.samples_per_prompt < 2:
             raise ValueError("filter_groups drops groups that tie: set samples_per_prompt >= 2")
