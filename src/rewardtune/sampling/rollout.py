@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from rewardtune.config import GenerationConfig
-from rewardtune.core.tensors import logprobs_from_logits, pad_left, pad_right
+from rewardtune.core.tensors import pad_left, pad_right
 from rewardtune.models import PolicyWithValueHead
 from rewardtune.sampling.engines import (
     Decoded,
@@ -173,14 +173,11 @@ def score(
         for start in range(0, len(queries), chunk_size):
             chunk = batch.index(slice(start, start + chunk_size)).trim()
             if sampled is None:
-                logits, chunk_values = module(**chunk.inputs())
-                logprobs.append(_pad_to(logprobs_from_logits(logits, chunk.response_ids), width))
+                chunk_logprobs, chunk_values = module(**chunk.inputs(), return_logprobs=True)
+                logprobs.append(_pad_to(chunk_logprobs, width))
                 values.append(_pad_to(chunk_values.float(), width))
             with reference() as ref_lm:
-                ref_logits = reference_logits(module, ref_lm, chunk)
-            ref_logprobs.append(
-                _pad_to(logprobs_from_logits(ref_logits, chunk.response_ids), width)
-            )
+                ref_logprobs.append(_pad_to(reference_logprobs(module, ref_lm, chunk), width))
     mask = batch.response_mask
     if sampled is not None:
         logprobs = [pad_right(sampled.logprobs, 0.0).to(device)]
@@ -193,20 +190,20 @@ def score(
     )
 
 
-def reference_logits(
+def reference_logprobs(
     module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: TokenBatch
 ) -> torch.Tensor:
-    """Logits of the reference on the response positions (same alignment as the policy's)."""
+    """log pi_ref of the response tokens (same alignment as the policy's), (B, R)."""
     if ref_lm is module.lm:  # the adapter is disabled on the policy's own LM
-        logits, _ = module(**chunk.inputs(), with_values=False)
-        return logits
+        logprobs, _ = module(**chunk.inputs(), with_values=False, return_logprobs=True)
+        return logprobs
     swapped = module.lm
     module.lm = ref_lm
     try:
-        logits, _ = module(**chunk.inputs(), with_values=False)
+        logprobs, _ = module(**chunk.inputs(), with_values=False, return_logprobs=True)
     finally:
         module.lm = swapped
-    return logits
+    return logprobs
 
 
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -13,7 +13,6 @@ import torch
 from rewardtune.config import PPOConfig
 from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Estimator, kl_loss
-from rewardtune.core.tensors import logprobs_from_logits
 from rewardtune.sampling.rollout import eval_mode
 from rewardtune.training.collective import global_mean
 from rewardtune.training.guards import NonFiniteError, check_finite
@@ -93,8 +92,7 @@ class Updater:
     def minibatch_step(self, batch: Minibatch, kl_coef: float, step: int) -> dict[str, float]:
         """Loss and one optimizer step (unless the ratio guard skips it) on one minibatch."""
         mask = batch.response_mask
-        logits, values = self.forward(**batch.inputs())
-        logprobs = logprobs_from_logits(logits, batch.response_ids)
+        logprobs, values = self.forward(**batch.inputs(), return_logprobs=True)
         pg_loss, clipfrac, approxkl = core.policy_loss(
             logprobs, batch.old_logprobs, batch.advantages, mask, self.ppo.cliprange
         )
