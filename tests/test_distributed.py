@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -386,3 +387,206 @@ def test_two_processes_train_grpo_groups_without_a_value_head(tmp_path, recipe, 
 def test_strip_option_removes_the_option_and_its_value_in_both_spellings():
     argv = ["train", "r.yaml", "--processes", "2", "--set", "a=1", "--processes=4"]
     assert strip_option(argv, "--processes") == ["train", "r.yaml", "--set", "a=1"]
+
+
+# --- preemption: SIGTERM to every process, then the same command again ----------------------
+
+
+def _logged(run: Path) -> list[dict]:
+    """metrics.jsonl without the stats that measure time."""
+    return [
+        {k: v for k, v in row.items() if not k.startswith(("time/", "throughput/"))}
+        for row in metrics(run)
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_process_checkpoints_and_the_requeued_command_ends_as_uninterrupted(
+    tmp_path, recipe, overrides, two_process_run
+):
+    """A scheduler's preemption signals every process of the job (the launcher forwards its
+    own SIGTERM too, a second one to each worker); they finish the step in flight, save it and
+    exit. The same `--resume auto` command then finishes the run, equal to one never stopped."""
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "rewardtune",
+        "train",
+        str(recipe),
+        *set_args(overrides),
+        "--run-dir",
+        str(run),
+        "--resume",
+        "auto",
+        "--processes",
+        "2",
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    first = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env | {"RT_SCORES_DIR": str(scores), "RT_SLOW_S": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a job's processes are
+    )
+    calls = scores / "scores-rank0.jsonl"
+    deadline = time.monotonic() + 180
+    while not calls.exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    assert calls.exists(), first.communicate(timeout=60)[1][-3000:]
+    os.killpg(first.pid, signal.SIGTERM)  # step 0's reward is sleeping on both ranks
+    _, stderr = first.communicate(timeout=240)
+    assert first.returncode == 143, stderr[-3000:]  # 128 + SIGTERM, from the launcher
+    assert stderr.count("interrupted: checkpoint saved at step 1") == 1
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-1"]
+    assert len(metrics(run)) == 1 and not (run / "final").exists()
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "from step-1" in again.stderr
+    assert _logged(run) == _logged(two_process_run / "run")
+    final = load_file(run / "final" / "adapter_model.safetensors")
+    expected = load_file(two_process_run / "run" / "final" / "adapter_model.safetensors")
+    assert final.keys() == expected.keys()
+    for key in final:
+        assert (final[key] == expected[key]).all(), key
+
+
+def test_resume_auto_starts_a_new_run_over_a_run_without_checkpoints_and_resumes_one_with(
+    tmp_path,
+):
+    from rewardtune.cli.training import _auto_resume
+
+    run = tmp_path / "run"
+    assert _auto_resume(None, None, run, False) == (None, False)  # nothing there: start
+    run.mkdir()
+    sections = {"model": {}, "reward": [], "ppo": {}, "run": {}}
+    (run / "config.yaml").write_text(yaml.safe_dump(sections))
+    assert _auto_resume(None, None, run, False) == (None, True)  # killed before a checkpoint
+    (run / "checkpoints" / "step-2").mkdir(parents=True)
+    (run / "checkpoints" / "step-2" / "trainer_state.json").write_text("{}")
+    assert _auto_resume(None, None, run, False) == (run, False)
+
+
+def test_resume_auto_without_a_fixed_run_directory_exits_2_with_one_line(tmp_path, recipe):
+    result = run_cli("train", str(recipe), "--resume", "auto")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --resume auto needs a fixed run directory, but run.dir (runs/{recipe}-{time}) "
+        "names a new one each time; add --run-dir DIR"
+    ]
+
+
+# --- two machines, simulated on one: two launchers of one process each ----------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_machines(work: Path, recipe: Path, args: list[str]) -> list[tuple[int, str]]:
+    """`accelerate launch --num_machines 2 --machine_rank R --main_process_ip 127.0.0.1` for
+    R = 0 and 1 at once, one process each, as the two machines of a job would; both run
+    tests/helpers/dump_params.py (each writes its parameters into ``work`` at the end)."""
+    port = str(free_port())
+    procs = []
+    for machine in (0, 1):
+        options = [
+            "--multi_gpu",
+            "--num_processes",
+            "2",  # in all, over both machines
+            "--num_machines",
+            "2",
+            "--machine_rank",
+            str(machine),
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            port,
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
+        command = [sys.executable, "-m", "accelerate.commands.launch", *options]
+        procs.append(
+            subprocess.Popen(
+                [*command, str(HELPERS / "dump_params.py"), str(work), "train", *args],
+                cwd=work,
+                env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+
+
+@pytest.mark.slow
+def test_two_machines_of_one_process_form_one_job_and_resume_it(
+    tmp_path, recipe, overrides, two_process_run
+):
+    """Machine 0 and machine 1 (one process each, on one host here) train one run: one run
+    directory, written by rank 0; the same weights on both; stopped after 2 steps and resumed
+    to 3, the run equals the 2-process run of 3 steps on one machine."""
+    first = launch_two_machines(
+        tmp_path, recipe, [str(recipe), *set_args([*overrides, "ppo.steps=2"]), "--run-dir", "run"]
+    )
+    assert [code for code, _ in first] == [0, 0], first[0][1][-3000:] + first[1][1][-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "params-rank0.safetensors",
+        "params-rank1.safetensors",
+        "run",
+    ]
+    resumed = launch_two_machines(tmp_path, recipe, ["--resume", "run", "--set", "ppo.steps=3"])
+    assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-3000:] + resumed[1][1][-3000:]
+    assert "from step-2" in resumed[0][1]
+    rank0 = load_file(tmp_path / "params-rank0.safetensors")
+    rank1 = load_file(tmp_path / "params-rank1.safetensors")
+    assert all((rank0[k] == rank1[k]).all() for k in rank0)
+    assert _logged(tmp_path / "run") == _logged(two_process_run / "run")
+    expected = load_file(two_process_run / "params-rank0.safetensors")
+    assert all((rank0[k] == expected[k]).all() for k in expected)
+
+
+def _accelerator(distributed_type: str, device: str = "cuda"):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    state = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3))
+    return SimpleNamespace(
+        distributed_type=DistributedType[distributed_type],
+        device=torch.device(device),
+        state=state,
+    )
+
+
+def test_fsdp_asked_for_on_cpu_processes_is_refused_in_one_line(monkeypatch):
+    from rewardtune.distributed import check_engine
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(RewardtuneError, match="FSDP, which accelerate runs only on GPUs"):
+        check_engine(_accelerator("MULTI_CPU", "cpu"), "none")
+    check_engine(_accelerator("FSDP"), "none")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    check_engine(_accelerator("MULTI_CPU", "cpu"), "none")
+
+
+@pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED"])
+def test_quantized_weights_under_a_sharding_engine_are_refused_in_one_line(engine):
+    from rewardtune.distributed import check_engine
+
+    with pytest.raises(RewardtuneError, match="4bit cannot be sharded by FSDP or ZeRO-3"):
+        check_engine(_accelerator(engine), "4bit")
+    check_engine(_accelerator(engine), "none")
+    check_engine(_accelerator("MULTI_GPU"), "4bit")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -91,6 +92,27 @@ def check_divisible(batch_size: int, mini_batch_size: int, world: int, group: in
             f"each of the {world} processes takes {batch_size // world} of ppo.batch_size "
             f"({batch_size}), which must hold whole groups of ppo.samples_per_prompt ({group}); "
             f"set ppo.batch_size to a multiple of {world * group}"
+        )
+
+
+def check_engine(accelerator, quantization: str) -> None:
+    """Refuse, before any model loads, what the engine chosen by accelerate's config cannot
+    run: FSDP on CPU processes (accelerate applies FSDP on accelerators only and would run
+    DDP instead without a word), and 4/8-bit weights under FSDP or ZeRO-3, which shard float
+    parameters (bitsandbytes packs its weights into uint8 on each process's own GPU)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and (
+        accelerator.device.type == "cpu"
+    ):
+        raise RewardtuneError(
+            "accelerate's config asks for FSDP, which accelerate runs only on GPUs; on CPU "
+            "processes it would silently run DDP; launch without the FSDP config "
+            "(configs/accelerate/ddp.yaml, or --multi_gpu on CPU)"
+        )
+    if quantization != "none" and parameters_are_sharded(accelerator):
+        raise RewardtuneError(
+            f"model.quantization: {quantization} cannot be sharded by FSDP or ZeRO-3 "
+            "(bitsandbytes' packed weights stay whole on each GPU); use DDP "
+            "(configs/accelerate/ddp.yaml) or ZeRO-2, or set model.quantization: none"
         )
 
 
@@ -211,6 +233,8 @@ def launch(processes: int, argv: list[str]) -> int:
 
     Returns the exit code: 0, or the first failed process's own code (2 for a user mistake,
     whose one-line message that process has printed already), without the launcher's report.
+    A SIGTERM to the launcher itself (a scheduler's preemption) reaches every process, which
+    finishes its step and saves; the launcher then exits 143 (128 + SIGTERM).
     """
     import torch.distributed.elastic.multiprocessing.errors as elastic_errors
     from accelerate.commands.launch import launch_command, launch_command_parser
@@ -220,12 +244,25 @@ def launch(processes: int, argv: list[str]) -> int:
     args = launch_command_parser().parse_args(
         [*launch_arguments(processes), "-m", "rewardtune", *argv]
     )
+    os.environ.update(preemption_environment() | os.environ)
     try:
         launch_command(args)
     except elastic_errors.ChildFailedError as err:
         codes = [f.exitcode for f in err.failures.values()]
         return next((c for c in codes if c > 0), 1)
     return 0
+
+
+def preemption_environment() -> dict[str, str]:
+    """torchrun settings under which a stop request lets every process finish its step and
+    save: the launcher forwards SIGTERM (a scheduler's preemption) to its processes and waits
+    for them as long as it takes (the scheduler's own SIGKILL bounds it), instead of 30 s;
+    Ctrl-C reaches every process of the terminal's group by itself, so the launcher leaves
+    SIGINT alone (forwarding it would be a second Ctrl-C: stop at once)."""
+    return {
+        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGHUP,SIGQUIT",
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "86400",
+    }
 
 
 def strip_option(argv: list[str], option: str) -> list[str]:

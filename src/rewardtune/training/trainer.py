@@ -70,6 +70,7 @@ class PPOTrainer:
         distributed.check_divisible(
             self.ppo.batch_size, self.ppo.mini_batch_size, self.world, self.ppo.samples_per_prompt
         )
+        distributed.check_engine(self.accelerator, config.model.quantization)
         torch.manual_seed(self.ppo.seed)
         self.policy = policy or load_policy(config.model, self.accelerator.device)
         self.tokenizer = self.policy.tokenizer
