@@ -571,17 +571,6 @@ def _accelerator(distributed_type: str, device: str = "cuda"):
     )
 
 
-def test_fsdp_asked_for_on_cpu_processes_is_refused_in_one_line(monkeypatch):
-    from rewardtune.distributed import check_engine
-
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(RewardtuneError, match="FSDP, which accelerate runs only on GPUs"):
-        check_engine(_accelerator("MULTI_CPU", "cpu"), "none")
-    check_engine(_accelerator("FSDP"), "none")
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
-    check_engine(_accelerator("MULTI_CPU", "cpu"), "none")
-
-
 @pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED"])
 def test_quantized_weights_under_a_sharding_engine_are_refused_in_one_line(engine):
     from rewardtune.distributed import check_engine
@@ -590,3 +579,104 @@ def test_quantized_weights_under_a_sharding_engine_are_refused_in_one_line(engin
         check_engine(_accelerator(engine), "4bit")
     check_engine(_accelerator(engine), "none")
     check_engine(_accelerator("MULTI_GPU"), "4bit")
+
+
+# --- FSDP on CPU: PyTorch's FSDP2 (accelerate applies its plugin on accelerators only) ------
+
+
+def fsdp_launch(work: Path, *args: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --use_fsdp --num_processes 2 -m rewardtune train ARGS` on CPU."""
+    options = ["--use_fsdp", *launch_arguments(2)[1:]]  # --use_fsdp in place of --multi_gpu
+    command = [sys.executable, "-m", "accelerate.commands.launch", *options, "-m", "rewardtune"]
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*command, "train", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _close(rows: list[dict], expected: list[dict]) -> None:
+    assert [r.keys() for r in rows] == [r.keys() for r in expected]
+    for row, want in zip(rows, expected, strict=True):
+        for key, value in want.items():
+            assert row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (row["step"], key)
+
+
+def _resume_from_previous_checkpoint(run: Path, work: Path) -> Path:
+    """A copy of ``run`` as a kill after its next-to-last checkpoint leaves it, resumed under
+    FSDP to the same end."""
+    copy = work / "resumed"
+    subprocess.run(["cp", "-r", str(run), str(copy)], check=True)
+    newest = sorted((copy / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    subprocess.run(["rm", "-r", str(newest[-1]), str(copy / "final")], check=True)
+    result = fsdp_launch(work, "--resume", str(copy))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return copy
+
+
+@pytest.mark.slow
+def test_fsdp_lora_trains_as_ddp_saves_a_peft_adapter_and_resumes_exactly(
+    tmp_path, recipe, overrides, tiny_llama, two_process_run
+):
+    """Two CPU processes under FSDP2, LoRA: the same samples, stats and adapter as the DDP run
+    of the same recipe (tests above), step-0 KL 0 (the reference is the adapter disabled on the
+    gathered weights), a final/ adapter peft loads alone, and a resume equal to the run."""
+    result = fsdp_launch(tmp_path, str(recipe), *set_args(overrides), "--run-dir", "run")
+    assert result.returncode == 0, result.stderr[-4000:]
+    run, ddp = tmp_path / "run", two_process_run / "run"
+    assert (run / "samples.jsonl").read_text() == (ddp / "samples.jsonl").read_text()
+    _close(_logged(run), _logged(ddp))
+    assert abs(metrics(run)[0]["objective/kl"]) < 1e-6
+    final = load_file(run / "final" / "adapter_model.safetensors")
+    expected = load_file(ddp / "final" / "adapter_model.safetensors")
+    assert final.keys() == expected.keys()
+    for key in final:
+        torch.testing.assert_close(final[key], expected[key], rtol=1e-4, atol=1e-6)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    loaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_llama), run / "final"
+    )
+    lora_b = {k: v for k, v in loaded.state_dict().items() if "lora_B" in k}
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b.values())
+
+    resumed = _resume_from_previous_checkpoint(run, tmp_path)
+    assert _logged(resumed) == _logged(run)
+    again = load_file(resumed / "final" / "adapter_model.safetensors")
+    assert all(torch.equal(again[k], final[k]) for k in final)
+
+
+@pytest.mark.slow
+def test_fsdp_full_fine_tuning_trains_as_ddp_saves_whole_weights_and_resumes_exactly(
+    tmp_path, recipe, tiny_gpt2, prompts_file
+):
+    """GPT-2 (tied embedding and head), every weight trained, sharded over two CPU processes:
+    the same stats and whole final weights as DDP, loadable by transformers alone, step-0 KL 0
+    against the frozen copy, and a resume equal to the run."""
+    values = {"model.lora": "null", "ppo.learning_rate": 1e-3}
+    args = set_args(tiny_overrides(tiny_gpt2, prompts_file, steps=2, **values))
+    ddp = accelerate_launch(
+        "-m", "rewardtune", "train", str(recipe), *args, "--run-dir", "ddp", cwd=tmp_path
+    )
+    assert ddp.returncode == 0, ddp.stderr[-4000:]
+    result = fsdp_launch(tmp_path, str(recipe), *args, "--run-dir", "run")
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = tmp_path / "run"
+    assert (run / "samples.jsonl").read_text() == (tmp_path / "ddp" / "samples.jsonl").read_text()
+    _close(_logged(run), _logged(tmp_path / "ddp"))
+    assert abs(metrics(run)[0]["objective/kl"]) < 1e-5
+    final = load_file(run / "final" / "model.safetensors")
+    expected = load_file(tmp_path / "ddp" / "final" / "model.safetensors")
+    assert final.keys() == expected.keys()  # whole tensors, the tied head saved once
+    for key in final:
+        assert final[key].shape == expected[key].shape, key
+        torch.testing.assert_close(final[key], expected[key], rtol=1e-4, atol=1e-5)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    torch.testing.assert_close(model.transformer.wte.weight, final["transformer.wte.weight"])
+
+    resumed = _resume_from_previous_checkpoint(run, tmp_path)
+    assert _logged(resumed) == _logged(run)
+    again = load_file(resumed / "final" / "model.safetensors")
+    assert all(torch.equal(again[k], final[k]) for k in final)

@@ -79,14 +79,15 @@ class Checkpoints:
         """Restore everything ``save`` wrote (a missing file says which)."""
         sharded = distributed.optimizer_is_sharded(self.accelerator)
         rank = self.accelerator.process_index if sharded else 0
-        return checkpoint.read_checkpoint(
-            folder,
-            self.policy,
-            self.optimizer,
-            rank,
-            self.accelerator.num_processes,
-            self.value_head,
-        )
+        with distributed.whole_tensors_into_shards(self.accelerator, self.model):
+            return checkpoint.read_checkpoint(
+                folder,
+                self.policy,
+                self.optimizer,
+                rank,
+                self.accelerator.num_processes,
+                self.value_head,
+            )
 
     def save_final(self, run: RunDir | None) -> Path | None:
         """The final model folder (``final/``), written by rank 0 from the gathered weights."""

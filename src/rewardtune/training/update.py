@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rewardtune import distributed
 from rewardtune.config import PPOConfig
 from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Estimator, kl_loss
@@ -138,7 +139,7 @@ class Updater:
             norm = torch.linalg.vector_norm(
                 torch.stack([p.grad.norm() for p in params if p.grad is not None])
             )
-        norm = float(norm)
+        norm = distributed.as_float(norm)  # a DTensor under FSDP2
         if not math.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(
