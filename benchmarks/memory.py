@@ -56,7 +56,9 @@ def child(spec: dict) -> dict:
     import torch
 
     from rewardtune import PPOTrainer, load_config
+    from rewardtune.models import enable_cpu_fast_paths
 
+    enable_cpu_fast_paths()  # as the rewardtune command does (malloc keeps freed memory)
     torch.set_num_threads(spec["threads"])
     overrides = [f"{k}={json.dumps(v) if v is not None else 'null'}" for k, v in spec["set"]]
     cfg = load_config(spec["recipe"], overrides)

@@ -50,7 +50,7 @@ def test_chunked_logprobs_equal_the_whole_logits_in_values_and_gradients(request
         chunked = _logprobs_and_grads(module, batch, 3)
     finally:
         hook.remove()
-    assert module.chunks_logprobs
+    assert module.chunks_logprobs()
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(chunked[1], whole[1], rtol=1e-5, atol=1e-5)
     assert chunked[2].keys() == whole[2].keys() and len(whole[2]) > 2
@@ -75,7 +75,7 @@ def test_chunked_logprobs_without_gradients_equal_the_whole_logits(tiny_llama):
 
 def test_logprob_chunk_on_an_encoder_decoder_warns_and_computes_the_whole_logits(tiny_t5, caplog):
     policy = load_policy(ModelConfig(name=str(tiny_t5), logprob_chunk=2))
-    assert not policy.module.chunks_logprobs
+    assert not policy.module.chunks_logprobs()
     assert "model.logprob_chunk has no effect on T5ForConditionalGeneration" in caplog.text
 
 

@@ -16,7 +16,6 @@ from torch.utils.checkpoint import checkpoint
 from rewardtune.config import ModelConfig
 from rewardtune.core.tensors import logprobs_from_logits
 from rewardtune.models.cpu_linear import use_onednn
-from rewardtune.models.cpu_memory import keep_freed_memory
 from rewardtune.models.hub import (
     ModelSource,
     adapter_disabled,
@@ -101,45 +100,48 @@ class PolicyWithValueHead(nn.Module):
         response_ids: torch.Tensor,
         response_mask: torch.Tensor,
         with_values: bool = True,
+        lm: nn.Module | None = None,
         return_logprobs: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns ``(logits (B, R, V), values (B, R) or None)`` for the response tokens;
-        with ``return_logprobs``, ``(log pi(response token) (B, R) float32, values)``."""
+        ``lm``: another language model of the same architecture to run (the reference's
+        frozen copy), default this policy's; with ``return_logprobs``,
+        ``(log pi(response token) (B, R) float32, values)``."""
+        lm = self.lm if lm is None else lm
         checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
-        with gradient_checkpointing_active(self.lm) if checkpointing else contextlib.nullcontext():
+        with gradient_checkpointing_active(lm) if checkpointing else contextlib.nullcontext():
             return self._forward(
-                query_ids, query_mask, response_ids, response_mask, with_values, return_logprobs
+                lm, query_ids, query_mask, response_ids, response_mask, with_values, return_logprobs
             )
 
-    @property
-    def chunks_logprobs(self) -> bool:
-        """``logprob_chunk`` applies: a decoder-only model whose logits are its head applied
-        to the last hidden state, and which can skip computing them (``logits_to_keep``)."""
+    def chunks_logprobs(self, lm: nn.Module | None = None) -> bool:
+        """``logprob_chunk`` applies to ``lm`` (default this policy's): a decoder-only model
+        whose logits are its head applied to the last hidden state, and which can skip
+        computing them (``logits_to_keep``)."""
         return (
             self.logprob_chunk is not None
             and not self.seq2seq
             and self._keeps_logits
-            and head_is_plain(self.lm)
+            and head_is_plain(self.lm if lm is None else lm)
         )
 
     def _forward(
-        self, query_ids, query_mask, response_ids, response_mask, with_values, return_logprobs
+        self, lm, query_ids, query_mask, response_ids, response_mask, with_values, return_logprobs
     ):
-        if return_logprobs and self.chunks_logprobs:
+        if return_logprobs and self.chunks_logprobs(lm):
             hidden, _ = self._causal_forward(
-                query_ids, query_mask, response_ids, response_mask, logits_to_keep=1
+                lm, query_ids, query_mask, response_ids, response_mask, logits_to_keep=1
             )
             values = self.v_head(hidden) if with_values else None
-            return chunked_logprobs(
-                output_head(self.lm), hidden, response_ids, self.logprob_chunk
-            ), values
+            logprobs = chunked_logprobs(output_head(lm), hidden, response_ids, self.logprob_chunk)
+            return logprobs, values
         if self.seq2seq:
             hidden, logits = self._seq2seq_forward(
-                query_ids, query_mask, response_ids, response_mask
+                lm, query_ids, query_mask, response_ids, response_mask
             )
         else:
             hidden, logits = self._causal_forward(
-                query_ids, query_mask, response_ids, response_mask
+                lm, query_ids, query_mask, response_ids, response_mask
             )
         values = self.v_head(hidden) if with_values else None
         if return_logprobs:
@@ -147,7 +149,7 @@ class PolicyWithValueHead(nn.Module):
         return logits, values
 
     def _causal_forward(
-        self, query_ids, query_mask, response_ids, response_mask, logits_to_keep=None
+        self, lm, query_ids, query_mask, response_ids, response_mask, logits_to_keep=None
     ):
         input_ids = torch.cat([query_ids, response_ids], dim=1)
         attention_mask = torch.cat([query_mask, response_mask], dim=1)
@@ -156,7 +158,7 @@ class PolicyWithValueHead(nn.Module):
         n_resp = response_ids.shape[1]
         keep = logits_to_keep or n_resp + 1
         extra = {"logits_to_keep": keep} if self._keeps_logits else {}
-        out = self.lm(
+        out = lm(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -169,11 +171,11 @@ class PolicyWithValueHead(nn.Module):
         hidden = out.hidden_states[-1][:, -n_resp - 1 : -1]
         return hidden, logits
 
-    def _seq2seq_forward(self, query_ids, query_mask, response_ids, response_mask):
+    def _seq2seq_forward(self, lm, query_ids, query_mask, response_ids, response_mask):
         start = torch.full_like(response_ids[:, :1], self.decoder_start_token_id)
         decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
         decoder_mask = torch.cat([torch.ones_like(start), response_mask[:, :-1]], dim=1)
-        out = self.lm(
+        out = lm(
             input_ids=query_ids,
             attention_mask=query_mask,
             decoder_input_ids=decoder_input_ids,
@@ -296,8 +298,6 @@ def load_policy(
     """Load tokenizer + LM (+ LoRA or an existing adapter) + value head, and the reference
     (``with_reference=False`` skips the frozen copy of a fully fine-tuned model and the
     reference adapter of a continued one)."""
-    if cfg.quantization == "none" and torch.device(device or "cpu").type == "cpu":
-        keep_freed_memory()  # from loading on: freed memory is reused, not faulted in again
     source = resolve_source(cfg.name)
     seq2seq = {"causal": False, "seq2seq": True}.get(cfg.kind)
     if seq2seq is None:
@@ -322,7 +322,7 @@ def load_policy(
         cfg.gradient_checkpointing,
         cfg.logprob_chunk,
     )
-    if cfg.logprob_chunk is not None and not module.chunks_logprobs:
+    if cfg.logprob_chunk is not None and not module.chunks_logprobs():
         log.warning(
             "model.logprob_chunk has no effect on %s (an encoder-decoder, or logits scaled "
             "after the LM head): its logits are computed whole",
