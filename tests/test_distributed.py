@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -410,3 +411,296 @@ def test_two_processes_with_dynamic_sampling_draw_alike_and_end_with_identical_w
     rows = metrics(tmp_path / "run")
     assert len(rows) == 3
     assert all(0 <= r["env/filtered_groups"] <= 1 and 0 <= r["env/batch_fill"] <= 1 for r in rows)
+
+
+# --- preemption: SIGTERM to every process, then the same command again ----------------------
+
+
+def _logged(run: Path) -> list[dict]:
+    """metrics.jsonl without the stats that measure time."""
+    return [
+        {k: v for k, v in row.items() if not k.startswith(("time/", "throughput/"))}
+        for row in metrics(run)
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_process_checkpoints_and_the_requeued_command_ends_as_uninterrupted(
+    tmp_path, recipe, overrides, two_process_run
+):
+    """A scheduler's preemption signals every process of the job (the launcher forwards its
+    own SIGTERM too, a second one to each worker); they finish the step in flight, save it and
+    exit. The same `--resume auto` command then finishes the run, equal to one never stopped."""
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "rewardtune",
+        "train",
+        str(recipe),
+        *set_args(overrides),
+        "--run-dir",
+        str(run),
+        "--resume",
+        "auto",
+        "--processes",
+        "2",
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    first = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env | {"RT_SCORES_DIR": str(scores), "RT_SLOW_S": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a job's processes are
+    )
+    calls = scores / "scores-rank0.jsonl"
+    deadline = time.monotonic() + 180
+    while not calls.exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    assert calls.exists(), first.communicate(timeout=60)[1][-3000:]
+    os.killpg(first.pid, signal.SIGTERM)  # step 0's reward is sleeping on both ranks
+    _, stderr = first.communicate(timeout=240)
+    assert first.returncode == 143, stderr[-3000:]  # 128 + SIGTERM, from the launcher
+    assert stderr.count("interrupted: checkpoint saved at step 1") == 1
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-1"]
+    assert len(metrics(run)) == 1 and not (run / "final").exists()
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "from step-1" in again.stderr
+    assert _logged(run) == _logged(two_process_run / "run")
+    final = load_file(run / "final" / "adapter_model.safetensors")
+    expected = load_file(two_process_run / "run" / "final" / "adapter_model.safetensors")
+    assert final.keys() == expected.keys()
+    for key in final:
+        assert (final[key] == expected[key]).all(), key
+
+
+def test_resume_auto_starts_a_new_run_over_a_run_without_checkpoints_and_resumes_one_with(
+    tmp_path,
+):
+    from rewardtune.cli.training import _auto_resume
+
+    run = tmp_path / "run"
+    assert _auto_resume(None, None, run, False) == (None, False)  # nothing there: start
+    run.mkdir()
+    sections = {"model": {}, "reward": [], "ppo": {}, "run": {}}
+    (run / "config.yaml").write_text(yaml.safe_dump(sections))
+    assert _auto_resume(None, None, run, False) == (None, True)  # killed before a checkpoint
+    (run / "checkpoints" / "step-2").mkdir(parents=True)
+    (run / "checkpoints" / "step-2" / "trainer_state.json").write_text("{}")
+    assert _auto_resume(None, None, run, False) == (run, False)
+
+
+def test_resume_auto_without_a_fixed_run_directory_exits_2_with_one_line(tmp_path, recipe):
+    result = run_cli("train", str(recipe), "--resume", "auto")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --resume auto needs a fixed run directory, but run.dir (runs/{recipe}-{time}) "
+        "names a new one each time; add --run-dir DIR"
+    ]
+
+
+# --- two machines, simulated on one: two launchers of one process each ----------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_machines(work: Path, recipe: Path, args: list[str]) -> list[tuple[int, str]]:
+    """`accelerate launch --num_machines 2 --machine_rank R --main_process_ip 127.0.0.1` for
+    R = 0 and 1 at once, one process each, as the two machines of a job would; both run
+    tests/helpers/dump_params.py (each writes its parameters into ``work`` at the end)."""
+    port = str(free_port())
+    procs = []
+    for machine in (0, 1):
+        options = [
+            "--multi_gpu",
+            "--num_processes",
+            "2",  # in all, over both machines
+            "--num_machines",
+            "2",
+            "--machine_rank",
+            str(machine),
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            port,
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
+        command = [sys.executable, "-m", "accelerate.commands.launch", *options]
+        procs.append(
+            subprocess.Popen(
+                [*command, str(HELPERS / "dump_params.py"), str(work), "train", *args],
+                cwd=work,
+                env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+
+
+@pytest.mark.slow
+def test_two_machines_of_one_process_form_one_job_and_resume_it(
+    tmp_path, recipe, overrides, two_process_run
+):
+    """Machine 0 and machine 1 (one process each, on one host here) train one run: one run
+    directory, written by rank 0; the same weights on both; stopped after 2 steps and resumed
+    to 3, the run equals the 2-process run of 3 steps on one machine."""
+    first = launch_two_machines(
+        tmp_path, recipe, [str(recipe), *set_args([*overrides, "ppo.steps=2"]), "--run-dir", "run"]
+    )
+    assert [code for code, _ in first] == [0, 0], first[0][1][-3000:] + first[1][1][-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "params-rank0.safetensors",
+        "params-rank1.safetensors",
+        "run",
+    ]
+    resumed = launch_two_machines(tmp_path, recipe, ["--resume", "run", "--set", "ppo.steps=3"])
+    assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-3000:] + resumed[1][1][-3000:]
+    assert "from step-2" in resumed[0][1]
+    rank0 = load_file(tmp_path / "params-rank0.safetensors")
+    rank1 = load_file(tmp_path / "params-rank1.safetensors")
+    assert all((rank0[k] == rank1[k]).all() for k in rank0)
+    assert _logged(tmp_path / "run") == _logged(two_process_run / "run")
+    expected = load_file(two_process_run / "params-rank0.safetensors")
+    assert all((rank0[k] == expected[k]).all() for k in expected)
+
+
+def _accelerator(distributed_type: str, device: str = "cuda"):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    state = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3))
+    return SimpleNamespace(
+        distributed_type=DistributedType[distributed_type],
+        device=torch.device(device),
+        state=state,
+    )
+
+
+@pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED"])
+def test_quantized_weights_under_a_sharding_engine_are_refused_in_one_line(engine):
+    from rewardtune.distributed import check_engine
+
+    with pytest.raises(RewardtuneError, match="4bit cannot be sharded by FSDP or ZeRO-3"):
+        check_engine(_accelerator(engine), "4bit")
+    check_engine(_accelerator(engine), "none")
+    check_engine(_accelerator("MULTI_GPU"), "4bit")
+
+
+# --- FSDP on CPU: PyTorch's FSDP2 (accelerate applies its plugin on accelerators only) ------
+
+
+def fsdp_launch(work: Path, *args: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --use_fsdp --num_processes 2 -m rewardtune train ARGS` on CPU."""
+    options = ["--use_fsdp", *launch_arguments(2)[1:]]  # --use_fsdp in place of --multi_gpu
+    command = [sys.executable, "-m", "accelerate.commands.launch", *options, "-m", "rewardtune"]
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*command, "train", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _close(rows: list[dict], expected: list[dict]) -> None:
+    assert [r.keys() for r in rows] == [r.keys() for r in expected]
+    for row, want in zip(rows, expected, strict=True):
+        for key, value in want.items():
+            assert row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (row["step"], key)
+
+
+def _resume_from_previous_checkpoint(run: Path, work: Path) -> Path:
+    """A copy of ``run`` as a kill after its next-to-last checkpoint leaves it, resumed under
+    FSDP to the same end."""
+    copy = work / "resumed"
+    subprocess.run(["cp", "-r", str(run), str(copy)], check=True)
+    newest = sorted((copy / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    subprocess.run(["rm", "-r", str(newest[-1]), str(copy / "final")], check=True)
+    result = fsdp_launch(work, "--resume", str(copy))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return copy
+
+
+@pytest.mark.slow
+def test_fsdp_lora_trains_as_ddp_saves_a_peft_adapter_and_resumes_exactly(
+    tmp_path, recipe, overrides, tiny_llama, two_process_run
+):
+    """Two CPU processes under FSDP2, LoRA: the same samples, stats and adapter as the DDP run
+    of the same recipe (tests above), step-0 KL 0 (the reference is the adapter disabled on the
+    gathered weights), a final/ adapter peft loads alone, and a resume equal to the run."""
+    result = fsdp_launch(tmp_path, str(recipe), *set_args(overrides), "--run-dir", "run")
+    assert result.returncode == 0, result.stderr[-4000:]
+    run, ddp = tmp_path / "run", two_process_run / "run"
+    assert (run / "samples.jsonl").read_text() == (ddp / "samples.jsonl").read_text()
+    _close(_logged(run), _logged(ddp))
+    assert abs(metrics(run)[0]["objective/kl"]) < 1e-6
+    final = load_file(run / "final" / "adapter_model.safetensors")
+    expected = load_file(ddp / "final" / "adapter_model.safetensors")
+    assert final.keys() == expected.keys()
+    for key in final:
+        torch.testing.assert_close(final[key], expected[key], rtol=1e-4, atol=1e-6)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    loaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_llama), run / "final"
+    )
+    lora_b = {k: v for k, v in loaded.state_dict().items() if "lora_B" in k}
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b.values())
+
+    resumed = _resume_from_previous_checkpoint(run, tmp_path)
+    assert _logged(resumed) == _logged(run)
+    again = load_file(resumed / "final" / "adapter_model.safetensors")
+    assert all(torch.equal(again[k], final[k]) for k in final)
+
+
+@pytest.mark.slow
+def test_fsdp_full_fine_tuning_trains_as_ddp_saves_whole_weights_and_resumes_exactly(
+    tmp_path, recipe, tiny_gpt2, prompts_file
+):
+    """GPT-2 (tied embedding and head), every weight trained, sharded over two CPU processes:
+    the same stats and whole final weights as DDP, loadable by transformers alone, step-0 KL 0
+    against the frozen copy, and a resume equal to the run."""
+    values = {"model.lora": "null", "ppo.learning_rate": 1e-3}
+    args = set_args(tiny_overrides(tiny_gpt2, prompts_file, steps=2, **values))
+    ddp = accelerate_launch(
+        "-m", "rewardtune", "train", str(recipe), *args, "--run-dir", "ddp", cwd=tmp_path
+    )
+    assert ddp.returncode == 0, ddp.stderr[-4000:]
+    result = fsdp_launch(tmp_path, str(recipe), *args, "--run-dir", "run")
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = tmp_path / "run"
+    assert (run / "samples.jsonl").read_text() == (tmp_path / "ddp" / "samples.jsonl").read_text()
+    _close(_logged(run), _logged(tmp_path / "ddp"))
+    assert abs(metrics(run)[0]["objective/kl"]) < 1e-5
+    final = load_file(run / "final" / "model.safetensors")
+    expected = load_file(tmp_path / "ddp" / "final" / "model.safetensors")
+    assert final.keys() == expected.keys()  # whole tensors, the tied head saved once
+    for key in final:
+        assert final[key].shape == expected[key].shape, key
+        torch.testing.assert_close(final[key], expected[key], rtol=1e-4, atol=1e-5)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    torch.testing.assert_close(model.transformer.wte.weight, final["transformer.wte.weight"])
+
+    resumed = _resume_from_previous_checkpoint(run, tmp_path)
+    assert _logged(resumed) == _logged(run)
+    again = load_file(resumed / "final" / "model.safetensors")
+    assert all(torch.equal(again[k], final[k]) for k in final)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -27,9 +28,21 @@ def make_accelerator(trackers: list[str] | None = None, project_dir: str | None 
     exists (TensorBoard writes into it)."""
     from accelerate import Accelerator
 
-    return Accelerator(
-        cpu=not torch.cuda.is_available(), log_with=trackers or None, project_dir=project_dir
-    )
+    cpu = not torch.cuda.is_available()
+    # accelerate refuses its FSDP plugin on CPU; there rewardtune applies FSDP2 itself
+    # (``prepare``), so the plugin is kept out of the Accelerator
+    with _without_env("ACCELERATE_USE_FSDP") if cpu else contextlib.nullcontext():
+        return Accelerator(cpu=cpu, log_with=trackers or None, project_dir=project_dir)
+
+
+@contextlib.contextmanager
+def _without_env(name: str) -> Iterator[None]:
+    saved = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[name] = saved
 
 
 def start_trackers(accelerator, config: dict, run_dir: str) -> None:
@@ -105,6 +118,88 @@ def check_divisible(batch_size: int, mini_batch_size: int, world: int, group: in
         )
 
 
+def check_engine(accelerator, quantization: str) -> None:
+    """Refuse, before any model loads, what the engine chosen by accelerate's config cannot
+    run: 4/8-bit weights under FSDP or ZeRO-3, which shard float parameters (bitsandbytes
+    packs its weights into uint8 on each process's own GPU)."""
+    if quantization != "none" and parameters_are_sharded(accelerator):
+        raise RewardtuneError(
+            f"model.quantization: {quantization} cannot be sharded by FSDP or ZeRO-3 "
+            "(bitsandbytes' packed weights stay whole on each GPU); use DDP "
+            "(configs/accelerate/ddp.yaml) or ZeRO-2, or set model.quantization: none"
+        )
+
+
+def fsdp_on_cpu(accelerator) -> bool:
+    """accelerate's config asks for FSDP (``--use_fsdp``, configs/accelerate/fsdp.yaml) and
+    the processes run on CPU, where accelerate applies no FSDP (it would run DDP): rewardtune
+    shards the policy with PyTorch's FSDP2 ``fully_shard`` itself, over gloo."""
+    return (
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        and accelerator.device.type == "cpu"
+        and accelerator.num_processes > 1
+    )
+
+
+def prepare(accelerator, module: torch.nn.Module, make_optimizer):
+    """(model, optimizer) for this process: the engine's wrappers (DDP, ZeRO, FSDP on GPUs,
+    by accelerate), or FSDP2 on CPU processes. ``make_optimizer(module)`` builds the optimizer
+    once the parameters are the ones that train (FSDP2 replaces them by their shards)."""
+    if not fsdp_on_cpu(accelerator):
+        return accelerator.prepare(module, make_optimizer(module))
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (accelerator.num_processes,))
+    layers = set(getattr(module.lm, "_no_split_modules", None) or [])
+    for sub in list(module.modules()):
+        if type(sub).__name__ in layers:  # one unit per decoder layer, as accelerate wraps
+            fully_shard(sub, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+    # FSDP2 initialises itself on the root's first forward; sampling calls the LM (a child
+    # unit) first, so initialise from the root now (no public call does it)
+    module._get_fsdp_state()._lazy_init()
+    return module, make_optimizer(module)
+
+
+def _fsdp2_units(model: torch.nn.Module) -> list:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+@contextlib.contextmanager
+def whole_tensors_into_shards(accelerator, model: torch.nn.Module) -> Iterator[None]:
+    """A block that loads saved (whole) tensors into ``model`` with ``load_state_dict``: under
+    FSDP2 on CPU each process cuts its own shard out of each tensor (all hold the same file)."""
+    if not fsdp_on_cpu(accelerator):
+        yield
+        return
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    def to_shards(module, state, prefix, *args):
+        for name, param in module.named_parameters(recurse=False):
+            value = state.get(prefix + name)
+            if isinstance(param, DTensor) and value is not None and not isinstance(value, DTensor):
+                state[prefix + name] = distribute_tensor(
+                    value.to(param.dtype), param.device_mesh, param.placements, src_data_rank=None
+                )
+
+    handles = [
+        m._register_load_state_dict_pre_hook(to_shards, with_module=True) for m in model.modules()
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def whole_tensor(value):
+    """A tensor, whole: FSDP2 hands some (a gradient norm) back as a DTensor."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
 def contiguous_share(items: Sequence, rank: int, world: int) -> list:
     """This rank's contiguous slice of ``items`` (len divisible by world): rank r gets the
     r-th of ``world`` equal parts, so the gathered results come back in the original order."""
@@ -162,7 +257,7 @@ def parameters_are_sharded(accelerator) -> bool:
     """FSDP and ZeRO-3 keep only a shard of each parameter on each process."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type == DistributedType.FSDP:
+    if accelerator.distributed_type == DistributedType.FSDP or fsdp_on_cpu(accelerator):
         return True
     return (
         accelerator.distributed_type == DistributedType.DEEPSPEED and _zero_stage(accelerator) == 3
@@ -191,13 +286,25 @@ def full_parameters(accelerator, model: torch.nn.Module) -> Iterator[torch.nn.Mo
     run outside the engine (generate, the reference). DDP and one process: unwrap only.
 
     ZeRO-3 gathers the shards with DeepSpeed's own ``unwrap_model_for_generation``; FSDP
-    with ``summon_full_params`` (read-only). Both hold the whole model on every process
+    with ``summon_full_params`` (read-only), FSDP2 with each unit's ``unshard``. Both hold the whole model on every process
     while inside, which is what a rollout needs anyway.
     """
     from accelerate.utils import DistributedType
 
     if not parameters_are_sharded(accelerator):
         yield accelerator.unwrap_model(model)
+    elif units := _fsdp2_units(model):
+        # FSDP2: gather every unit once and keep it whole for the block (no reshard after
+        # each forward), then back to shards; the root unit (``model``) never reshards
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+            unit.unshard()
+        try:
+            yield accelerator.unwrap_model(model)
+        finally:
+            for unit in units:
+                unit.reshard()
+                unit.set_reshard_after_forward(unit is not model, recurse=False)
     elif accelerator.distributed_type == DistributedType.DEEPSPEED:
         from deepspeed.runtime.zero import unwrap_model_for_generation
 
@@ -213,6 +320,19 @@ def full_parameters(accelerator, model: torch.nn.Module) -> Iterator[torch.nn.Mo
 def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole (unwrapped) module's state dict; a collective under FSDP/ZeRO-3, where only
     rank 0's copy is complete. Call it on every process."""
+    if fsdp_on_cpu(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(model, options=options)
+        # tied weights (GPT-2's embedding and head) come back as two copies: share them again,
+        # as the unsharded module's state dict does, so they are saved once
+        first: dict[int, str] = {}
+        for key, param in model.state_dict(keep_vars=True).items():
+            if id(param) in first and key in state:
+                state[key] = state[first[id(param)]]
+            first.setdefault(id(param), key)
+        return state
     return accelerator.get_state_dict(model, unwrap=True)
 
 
@@ -220,9 +340,9 @@ def optimizer_is_sharded(accelerator) -> bool:
     """ZeRO (any stage) and FSDP split the optimizer state; DDP replicates it."""
     from accelerate.utils import DistributedType
 
-    return accelerator.num_processes > 1 and accelerator.distributed_type in (
-        DistributedType.FSDP,
-        DistributedType.DEEPSPEED,
+    return accelerator.num_processes > 1 and (
+        accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        or fsdp_on_cpu(accelerator)
     )
 
 
@@ -254,6 +374,8 @@ def launch(processes: int, argv: list[str]) -> int:
 
     Returns the exit code: 0, or the first failed process's own code (2 for a user mistake,
     whose one-line message that process has printed already), without the launcher's report.
+    A SIGTERM to the launcher itself (a scheduler's preemption) reaches every process, which
+    finishes its step and saves; the launcher then exits 143 (128 + SIGTERM).
     """
     import torch.distributed.elastic.multiprocessing.errors as elastic_errors
     from accelerate.commands.launch import launch_command, launch_command_parser
@@ -263,12 +385,25 @@ def launch(processes: int, argv: list[str]) -> int:
     args = launch_command_parser().parse_args(
         [*launch_arguments(processes), "-m", "rewardtune", *argv]
     )
+    os.environ.update(preemption_environment() | os.environ)
     try:
         launch_command(args)
     except elastic_errors.ChildFailedError as err:
         codes = [f.exitcode for f in err.failures.values()]
         return next((c for c in codes if c > 0), 1)
     return 0
+
+
+def preemption_environment() -> dict[str, str]:
+    """torchrun settings under which a stop request lets every process finish its step and
+    save: the launcher forwards SIGTERM (a scheduler's preemption) to its processes and waits
+    for them as long as it takes (the scheduler's own SIGKILL bounds it), instead of 30 s;
+    Ctrl-C reaches every process of the terminal's group by itself, so the launcher leaves
+    SIGINT alone (forwarding it would be a second Ctrl-C: stop at once)."""
+    return {
+        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGHUP,SIGQUIT",
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "86400",
+    }
 
 
 def strip_option(argv: list[str], option: str) -> list[str]:

@@ -43,7 +43,12 @@ def train(
         Path | None, typer.Option(help="Run directory (default: run.dir of the recipe).")
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue this run from its newest checkpoint.")
+        Path | None,
+        typer.Option(
+            help="Continue this run from its newest checkpoint. `auto`: continue the run "
+            "directory (--run-dir, or run.dir) when it holds a checkpoint, else start it there, "
+            "so a requeued job reruns one unchanged command."
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     processes: ProcessesOption = 1,
@@ -53,6 +58,8 @@ def train(
     from rewardtune.training.trainer import PPOTrainer
 
     quiet_libraries()
+    if resume == AUTO:
+        resume, overwrite = _auto_resume(recipe, set_, run_dir, overwrite)
     if processes > 1 and not _launched():
         _launch_processes(processes, recipe, set_, resume)
     cfg, run, checkpoint = _open_run(recipe, set_, run_dir, resume, overwrite)
@@ -73,6 +80,31 @@ def train(
     if cfg.eval.enabled:
         _evaluate_and_report(trainer, run.path)  # every rank samples its share of the prompts
     end(accelerator)
+
+
+AUTO = Path("auto")
+
+
+def _auto_resume(recipe, set_, run_dir: Path | None, overwrite: bool) -> tuple[Path | None, bool]:
+    """``--resume auto``: (the run to resume, or None to start one; overwrite). A run folder
+    that a kill left without any checkpoint is started over (rewardtune wrote it)."""
+    from rewardtune.config import load_config
+    from rewardtune.runs.rundir import RunDir, is_run_dir, resolve_run_dir
+    from rewardtune.types import RewardtuneError
+
+    if run_dir is None:
+        cfg = load_config(recipe, set_)
+        if "{time}" in cfg.run.dir:
+            raise RewardtuneError(
+                f"--resume auto needs a fixed run directory, but run.dir ({cfg.run.dir}) names "
+                "a new one each time; add --run-dir DIR"
+            )
+        run_dir = resolve_run_dir(cfg.run.dir, cfg.recipe)
+    if not is_run_dir(run_dir):
+        return None, overwrite  # a new run (a folder with other files in it is refused)
+    if RunDir(run_dir).checkpoints():
+        return run_dir, overwrite
+    return None, True
 
 
 def _open_run(recipe, set_, run_dir: Path | None, resume: Path | None, overwrite: bool):

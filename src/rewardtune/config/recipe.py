@@ -53,6 +53,8 @@ class ModelConfig(Section):
     lora: LoraConfig | None = Field(default_factory=LoraConfig)  # null = full fine-tuning
     quantization: Literal["none", "4bit", "8bit"] = "none"
     cpu_linear: Literal["onednn", "torch"] = "onednn"  # CPU dense layers (models/cpu_linear.py)
+    gradient_checkpointing: bool = False  # the update recomputes each layer in the backward
+    logprob_chunk: int | None = Field(None, gt=0)  # response positions per LM-head pass
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

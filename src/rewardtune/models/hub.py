@@ -226,6 +226,51 @@ def base_model(lm: nn.Module) -> nn.Module:
     return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
 
 
+def enable_gradient_checkpointing(lm: nn.Module) -> None:
+    """Recompute each transformer layer in the backward pass instead of keeping its
+    activations (transformers' own switch, non-reentrant, so LoRA needs no input grads)."""
+    model = base_model(lm)
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise RewardtuneError(
+            f"model.gradient_checkpointing: {type(model).__name__} does not support it; "
+            "set model.gradient_checkpointing: false"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # its name from transformers 5 on
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+@contextlib.contextmanager
+def gradient_checkpointing_active(lm: nn.Module):
+    """transformers checkpoints a layer only in training mode, but the update runs in eval
+    mode (no dropout). Mark just the modules that carry the checkpointing flag as training
+    (not their children, so every dropout stays off) for as long as the block runs."""
+    flagged = [m for m in lm.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    previous = [m.training for m in flagged]
+    for module in flagged:
+        module.training = True
+    try:
+        yield lm
+    finally:
+        for module, was_training in zip(flagged, previous, strict=True):
+            module.training = was_training
+
+
+def output_head(lm: nn.Module) -> nn.Module:
+    """The LM head: hidden states (..., H) -> logits (..., V)."""
+    return base_model(lm).get_output_embeddings()
+
+
+def head_is_plain(lm: nn.Module) -> bool:
+    """True when logits are the output head applied to the last hidden state, with no
+    softcapping or scaling after it (Gemma 2, Cohere and tied T5 add those)."""
+    config = base_model(lm).config
+    extras = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    return output_head(lm) is not None and not any(getattr(config, k, None) for k in extras)
+
+
 def has_adapter(lm: nn.Module) -> bool:
     """True when ``lm`` is wrapped by peft (LoRA or another adapter)."""
     return hasattr(lm, "disable_adapter")

@@ -6,28 +6,37 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from rewardtune.config import ModelConfig
+from rewardtune.core.tensors import logprobs_from_logits
 from rewardtune.models.cpu_linear import use_onednn
 from rewardtune.models.hub import (
     ModelSource,
     adapter_disabled,
     attach_lora,
     base_model,
+    enable_gradient_checkpointing,
+    gradient_checkpointing_active,
     has_adapter,
+    head_is_plain,
     is_encoder_decoder,
     load_adapter,
     load_base_model,
     load_tokenizer,
+    output_head,
     pick_dtype,
     reference_adapter_active,
     resolve_source,
 )
 from rewardtune.types import RewardtuneError
+
+log = logging.getLogger("rewardtune")
 
 CHAT_STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
@@ -55,9 +64,18 @@ def _hidden_size(config) -> int:
 class PolicyWithValueHead(nn.Module):
     """The language model (plain or peft-wrapped) and its value head, as one trainable module.
 
-    ``forward`` scores given responses: logits on the response positions and one value per
-    response token. Queries are left-padded, responses right-padded.
+    ``forward`` scores given responses: logits (or log-probabilities) on the response
+    positions and one value per response token. Queries are left-padded, responses
+    right-padded.
+
+    Memory switches (``model.*``): ``gradient_checkpointing`` recomputes each layer in the
+    backward of the update; ``logprob_chunk`` (decoder-only models) runs the LM head over
+    that many response positions at a time, so the (batch, length, vocab) logits never
+    exist whole.
     """
+
+    gradient_checkpointing: bool = False
+    logprob_chunk: int | None = None
 
     def __init__(self, lm: nn.Module, seq2seq: bool, value_dropout: float = 0.1):
         super().__init__()
@@ -83,11 +101,40 @@ class PolicyWithValueHead(nn.Module):
         response_mask: torch.Tensor,
         with_values: bool = True,
         lm: nn.Module | None = None,
+        return_logprobs: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns ``(logits (B, R, V), values (B, R) or None)`` for the response tokens;
         ``lm``: another language model of the same architecture to run (the reference's
-        frozen copy), default this policy's."""
+        frozen copy), default this policy's; with ``return_logprobs``,
+        ``(log pi(response token) (B, R) float32, values)``."""
         lm = self.lm if lm is None else lm
+        checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
+        with gradient_checkpointing_active(lm) if checkpointing else contextlib.nullcontext():
+            return self._forward(
+                lm, query_ids, query_mask, response_ids, response_mask, with_values, return_logprobs
+            )
+
+    def chunks_logprobs(self, lm: nn.Module | None = None) -> bool:
+        """``logprob_chunk`` applies to ``lm`` (default this policy's): a decoder-only model
+        whose logits are its head applied to the last hidden state, and which can skip
+        computing them (``logits_to_keep``)."""
+        return (
+            self.logprob_chunk is not None
+            and not self.seq2seq
+            and self._keeps_logits
+            and head_is_plain(self.lm if lm is None else lm)
+        )
+
+    def _forward(
+        self, lm, query_ids, query_mask, response_ids, response_mask, with_values, return_logprobs
+    ):
+        if return_logprobs and self.chunks_logprobs(lm):
+            hidden, _ = self._causal_forward(
+                lm, query_ids, query_mask, response_ids, response_mask, logits_to_keep=1
+            )
+            values = self.v_head(hidden) if with_values else None
+            logprobs = chunked_logprobs(output_head(lm), hidden, response_ids, self.logprob_chunk)
+            return logprobs, values
         if self.seq2seq:
             hidden, logits = self._seq2seq_forward(
                 lm, query_ids, query_mask, response_ids, response_mask
@@ -97,15 +144,20 @@ class PolicyWithValueHead(nn.Module):
                 lm, query_ids, query_mask, response_ids, response_mask
             )
         values = self.v_head(hidden) if with_values else None
+        if return_logprobs:
+            return logprobs_from_logits(logits, response_ids), values
         return logits, values
 
-    def _causal_forward(self, lm, query_ids, query_mask, response_ids, response_mask):
+    def _causal_forward(
+        self, lm, query_ids, query_mask, response_ids, response_mask, logits_to_keep=None
+    ):
         input_ids = torch.cat([query_ids, response_ids], dim=1)
         attention_mask = torch.cat([query_mask, response_mask], dim=1)
         # positions count real tokens only, as generate() does with left padding
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         n_resp = response_ids.shape[1]
-        extra = {"logits_to_keep": n_resp + 1} if self._keeps_logits else {}
+        keep = logits_to_keep or n_resp + 1
+        extra = {"logits_to_keep": keep} if self._keeps_logits else {}
         out = lm(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -132,6 +184,30 @@ class PolicyWithValueHead(nn.Module):
             use_cache=False,
         )
         return out.decoder_hidden_states[-1], out.logits
+
+
+def _head_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return logprobs_from_logits(head(hidden), labels)
+
+
+def chunked_logprobs(
+    head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """log pi(label) from hidden states (B, R, H), ``chunk`` positions at a time: (B, R).
+
+    With gradients, each chunk's logits are recomputed in the backward (activation
+    checkpointing of the head), so only one (B, chunk, V) block lives at a time in the
+    forward and in the backward; the result equals ``logprobs_from_logits(head(hidden))``.
+    """
+    grad = torch.is_grad_enabled()
+    parts = []
+    for start in range(0, hidden.shape[1], chunk):
+        h, y = hidden[:, start : start + chunk], labels[:, start : start + chunk]
+        if grad:
+            parts.append(checkpoint(_head_logprobs, head, h, y, use_reentrant=False))
+        else:
+            parts.append(_head_logprobs(head, h, y))
+    return torch.cat(parts, dim=1)
 
 
 @dataclass
@@ -239,7 +315,19 @@ def load_policy(
         lm = attach_lora(lm, cfg.lora, seq2seq)
     elif with_reference:
         ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
+    if cfg.gradient_checkpointing:  # after the reference copy: it never trains
+        enable_gradient_checkpointing(lm)
     module = PolicyWithValueHead(lm, seq2seq)
+    module.gradient_checkpointing, module.logprob_chunk = (
+        cfg.gradient_checkpointing,
+        cfg.logprob_chunk,
+    )
+    if cfg.logprob_chunk is not None and not module.chunks_logprobs():
+        log.warning(
+            "model.logprob_chunk has no effect on %s (an encoder-decoder, or logits scaled "
+            "after the LM head): its logits are computed whole",
+            type(base_model(lm)).__name__,
+        )
     if cfg.cpu_linear == "onednn":  # after LoRA and the reference copy: every layer swapped
         for model in (module, ref_lm):
             if model is not None:

@@ -78,6 +78,8 @@ def first_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor])
 
 
 def _storage(tensor: torch.Tensor) -> int:
+    if hasattr(tensor, "to_local"):  # an FSDP2 shard (DTensor): its local part's storage
+        tensor = tensor.to_local()
     return tensor.untyped_storage().data_ptr()
 
 

@@ -339,14 +339,15 @@ class TrainerCheckpoints:
         """Restore everything ``save`` wrote (a missing file says which)."""
         sharded = distributed.optimizer_is_sharded(self.accelerator)
         rank = self.accelerator.process_index if sharded else 0
-        return read_checkpoint(
-            folder,
-            self.policy,
-            self.optimizer,
-            rank,
-            self.accelerator.num_processes,
-            self.value_head,
-        )
+        with distributed.whole_tensors_into_shards(self.accelerator, self.model):
+            return read_checkpoint(
+                folder,
+                self.policy,
+                self.optimizer,
+                rank,
+                self.accelerator.num_processes,
+                self.value_head,
+            )
 
     def save_final(self, run: RunDir | None) -> Path | None:
         """The final model folder (``final/``), written by rank 0 from the gathered weights."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from rewardtune.config import GenerationConfig
-from rewardtune.core.tensors import logprobs_from_logits, pad_left, pad_right
+from rewardtune.core.tensors import pad_left, pad_right
 from rewardtune.models import PolicyWithValueHead
 from rewardtune.sampling.engines import (
     Decoded,
@@ -177,14 +177,11 @@ def score(
         for start in range(0, len(queries), chunk_size):
             chunk = batch.index(slice(start, start + chunk_size)).trim()
             if sampled is None:
-                logits, chunk_values = module(**chunk.inputs())
-                logprobs.append(_pad_to(logprobs_from_logits(logits, chunk.response_ids), width))
+                chunk_logprobs, chunk_values = module(**chunk.inputs(), return_logprobs=True)
+                logprobs.append(_pad_to(chunk_logprobs, width))
                 values.append(_pad_to(chunk_values.float(), width))
             with reference() as ref_lm:
-                ref_logits = reference_logits(module, ref_lm, chunk)
-            ref_logprobs.append(
-                _pad_to(logprobs_from_logits(ref_logits, chunk.response_ids), width)
-            )
+                ref_logprobs.append(_pad_to(reference_logprobs(module, ref_lm, chunk), width))
     mask = batch.response_mask
     if sampled is not None:
         logprobs = [pad_right(sampled.logprobs, 0.0).to(device)]
@@ -197,13 +194,13 @@ def score(
     )
 
 
-def reference_logits(
+def reference_logprobs(
     module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: TokenBatch
 ) -> torch.Tensor:
-    """Logits of the reference on the response positions (same alignment as the policy's):
+    """log pi_ref of the response tokens (same alignment as the policy's), (B, R):
     ``ref_lm`` is the policy's own LM with its adapter disabled, or the frozen copy."""
-    logits, _ = module(**chunk.inputs(), with_values=False, lm=ref_lm)
-    return logits
+    logprobs, _ = module(**chunk.inputs(), with_values=False, lm=ref_lm, return_logprobs=True)
+    return logprobs
 
 
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:

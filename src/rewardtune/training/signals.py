@@ -1,5 +1,5 @@
-"""Ctrl-C / SIGTERM during training: the first finishes the step in flight, the second stops
-at once."""
+"""Ctrl-C / SIGTERM during training: the first finishes the step in flight, a second Ctrl-C
+stops at once."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ class Interrupted(Exception):
 
 class graceful_interrupt:
     """While the block runs, the first SIGINT/SIGTERM calls ``request_stop`` (the loop checks
-    its flag after each step); a second one raises ``KeyboardInterrupt`` at once."""
+    its flag after each step); a second SIGINT raises ``KeyboardInterrupt`` at once, a second
+    SIGTERM changes nothing."""
 
     def __init__(self, request_stop: Callable[[], None]):
         self.request_stop = request_stop
@@ -24,6 +25,10 @@ class graceful_interrupt:
         self.previous: dict = {}
 
     def _handler(self, signum, frame):
+        if self.requested and signum == signal.SIGTERM:
+            # a scheduler sends SIGKILL itself after its grace period, and a launcher
+            # forwards the SIGTERM its processes already got: neither means "stop at once"
+            return
         if self.requested:
             signal.signal(signum, signal.SIG_DFL)
             raise KeyboardInterrupt

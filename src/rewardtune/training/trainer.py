@@ -81,6 +81,7 @@ class PPOTrainer:
         distributed.check_divisible(
             self.ppo.batch_size, self.ppo.mini_batch_size, self.world, self.ppo.samples_per_prompt
         )
+        distributed.check_engine(self.accelerator, config.model.quantization)
         # the value head's and LoRA's initial weights are drawn from ppo.seed; the global RNGs
         # are left as the caller had them (``own_rng``)
         outer = checkpoints.rng_state()
@@ -120,10 +121,13 @@ class PPOTrainer:
 
     def _prepare(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         """AdamW on the trainable parameters; both wrapped for this process (DDP, ZeRO, ...)."""
-        params = [p for p in self.policy.module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.ppo.learning_rate, weight_decay=0.0)
+
+        def adamw(module: torch.nn.Module) -> torch.optim.Optimizer:
+            params = [p for p in module.parameters() if p.requires_grad]
+            return torch.optim.AdamW(params, lr=self.ppo.learning_rate, weight_decay=0.0)
+
         distributed.prepare_engine(self.accelerator, self.ppo.mini_batch_size // self.world)
-        return self.accelerator.prepare(self.policy.module, optimizer)
+        return distributed.prepare(self.accelerator, self.policy.module, adamw)
 
     def summary(self) -> str:
         """Model, reward, steps done and the last step's headline stats, as text."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from rewardtune import distributed
 from rewardtune.config import Config, PPOConfig
 from rewardtune.core.advantages import Estimator, kl_loss
 from rewardtune.core.ppo import (
@@ -20,7 +21,6 @@ from rewardtune.core.ppo import (
     value_loss,
 )
 from rewardtune.core.surrogate import constant_normaliser, ends_without_stop, resolve_aggregation
-from rewardtune.core.tensors import logprobs_from_logits
 from rewardtune.distributed import global_mean
 from rewardtune.sampling.rollout import eval_mode
 from rewardtune.training.guards import NonFiniteError, check_finite
@@ -118,8 +118,7 @@ class Updater:
     def minibatch_step(self, batch: Minibatch, kl_coef: float, step: int) -> MinibatchStats:
         """Loss and one optimizer step (unless the ratio guard skips it) on one minibatch."""
         mask = batch.response_mask
-        logits, values = self.forward(**batch.inputs())
-        logprobs = logprobs_from_logits(logits, batch.response_ids)
+        logprobs, values = self.forward(**batch.inputs(), return_logprobs=True)
         pg_loss, clipfrac, approxkl = policy_loss(
             logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, **self.loss_options
         )
@@ -167,7 +166,7 @@ class Updater:
             norm = torch.linalg.vector_norm(
                 torch.stack([p.grad.norm() for p in params if p.grad is not None])
             )
-        norm = torch.as_tensor(norm).detach().float()
+        norm = torch.as_tensor(distributed.whole_tensor(norm)).detach().float()
         if not math.isfinite(float(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(
