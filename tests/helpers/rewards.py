@@ -72,3 +72,11 @@ def nan_on_rank1_reward(prompts, responses):
     if os.environ.get("RANK", "0") == "1":
         scores[0] = float("nan")
     return scores
+
+
+def hanging_reward(prompts, responses):
+    """Never returns (a reward stuck on a lock or a network call): for timeout_s."""
+    import time
+
+    time.sleep(3600)
+    return [0.0 for _ in responses]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -46,6 +47,10 @@ def _print_error(text: str) -> None:
 
 
 def main() -> None:
+    # past a file-size limit (ulimit -f) the kernel kills a process with SIGXFSZ by default,
+    # in the middle of a write; ignored, the write fails instead (EFBIG), and the run stops
+    # with one line naming the file and the limit (runs/rundir.py: WriteError)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     code = _run()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes: the run has ended its trackers and left the process group
