@@ -166,9 +166,8 @@ def test_a_run_in_use_refuses_a_second_train_resume_or_evaluate_in_one_line(
         holder.kill()
         holder.wait()
     assert not lock_is_held(run), "a killed process left its lock behind"
-    resumed = run_cli("train", "--resume", str(run), "--set", "ppo.steps=3")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert steps_logged(run) == [0, 1, 2]
+    with RunDir(run).lock("test"):  # and the next process takes it
+        assert lock_is_held(run)
 
 
 # --- 2: a full disk or a file-size limit -------------------------------------------------

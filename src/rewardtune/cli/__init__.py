@@ -6,6 +6,7 @@ Every user mistake ends as one line on stderr and exit code 2 (RewardtuneError).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -80,6 +81,14 @@ def _run() -> int:
     except KeyboardInterrupt:
         console.print("interrupted", highlight=False)
         return 130
+    except OSError as err:  # a full disk in a write that runs/rundir.py does not own
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        _print_error(
+            f"cannot write {err.filename or 'a file'}: {os.strerror(err.errno)}; free space or "
+            "raise the limit (ulimit -f), then run the command again"
+        )
+        return 2
     except Exception as err:
         # usage errors: typer vendors its own click, so match the interface, not the class
         if hasattr(err, "format_message") and getattr(err, "exit_code", None) == 2:
