@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +23,10 @@ from rewardtune.cli.base import (
     write_model_card,
 )
 from rewardtune.cli.progress import print_header, progress
+
+# the exit code of a run stopped by SIGINT, SIGTERM or SIGHUP, whichever phase it was in and
+# whichever process got the signal (every process of a run exits with the same code)
+INTERRUPTED = 130
 
 ProcessesOption = Annotated[
     int,
@@ -63,7 +66,7 @@ def train(
             _train_evaluate_report(cfg, run, resume is not None, changes)
         except KeyboardInterrupt:  # a signal outside the training loop, or a second one
             _say_interrupted(run.path, stop.signum)
-            raise typer.Exit(128 + stop.signum) from None
+            raise typer.Exit(INTERRUPTED) from None
 
 
 def _train_evaluate_report(cfg, run, resumed: bool, changes: list) -> None:
@@ -151,9 +154,9 @@ def _resume(trainer, checkpoint: Path, changes: list) -> None:
 
 
 def _train(trainer, path: Path) -> float:
-    """Train to ppo.steps; the wall time in seconds. Interrupted: say how to resume, exit
-    128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+    """Train to ppo.steps; the wall time in seconds. Interrupted: say how to resume, exit 130."""
     from rewardtune.distributed import end
+    from rewardtune.training.signals import signal_name
     from rewardtune.training.trainer import Interrupted
 
     accelerator, steps = trainer.accelerator, trainer.config.ppo.steps
@@ -164,11 +167,11 @@ def _train(trainer, path: Path) -> float:
     except Interrupted as stop:
         say(
             accelerator,
-            f"interrupted ({signal.Signals(stop.signum).name}): checkpoint saved at step "
+            f"interrupted{signal_name(stop.signum)}: checkpoint saved at step "
             f"{trainer.step_count}. Resume with:\n  {escape(_resume_command(path, accelerator))}",
         )
         end(accelerator)
-        raise typer.Exit(128 + stop.signum) from None
+        raise typer.Exit(INTERRUPTED) from None
     wall = time.time() - started
     say(accelerator, f"trained {steps} steps in {wall:.0f}s -> {escape(str(path / 'final'))}")
     return wall
@@ -221,8 +224,9 @@ def _where_it_stands(path: Path, accelerator=None) -> str:
 def _say_how_to_go_on(trainer, path: Path):
     """A reward that fails or a disk that fills up stops the run with one line that says what
     is kept and how to go on. A reward that fails in the training loop of a single process
-    saves the last whole step first (its state is consistent: the reward runs before the
-    step changes anything; several processes would have to agree on saving)."""
+    checkpoints the last whole step first, unless it is saved already (the state is whole:
+    the reward runs before the step changes anything, and each step reseeds the RNG; several
+    processes would have to agree on saving)."""
     from rewardtune.rewards.base import RewardFailed
     from rewardtune.runs.rundir import WriteError
     from rewardtune.types import RewardtuneError
@@ -230,22 +234,22 @@ def _say_how_to_go_on(trainer, path: Path):
     try:
         yield
     except (RewardFailed, WriteError) as err:
-        saved = trainer.checkpoints.saved_step
-        if isinstance(err, RewardFailed) and trainer.world == 1 and saved != trainer.step_count:
+        step, saved = trainer.step_count, trainer.checkpoints.saved_step
+        if isinstance(err, RewardFailed) and trainer.world == 1 and 0 < step != saved:
             trainer.save_checkpoint()
         hint = _where_it_stands(path, trainer.accelerator)
         raise RewardtuneError(f"{err}; {hint}") from err
 
 
-def _say_interrupted(path: Path, signum: int) -> None:
+def _say_interrupted(path: Path, signum: int | None) -> None:
     """After a stop signal outside the training loop (or a second one inside it)."""
     from rewardtune.distributed import process_state
+    from rewardtune.training.signals import signal_name
 
     if process_state().is_main_process:
         from rewardtune.cli.base import console
 
-        name = signal.Signals(signum).name
-        text = f"interrupted ({name}): {_where_it_stands(path)}"
+        text = f"interrupted{signal_name(signum)}: {_where_it_stands(path)}"
         console.print(text, highlight=False, markup=False)
 
 

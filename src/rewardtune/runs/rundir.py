@@ -71,7 +71,11 @@ def lock_run(path: Path, action: str) -> RunLock:
     """Lock the run folder ``path`` for ``action`` (what this process is about to do), or say
     in one line that another process holds it. A filesystem without locks only warns."""
     lock_path = path / LOCK
-    file = lock_path.open("a")
+    try:
+        file = lock_path.open("a")
+    except OSError as err:  # a read-only run: whatever writes it will say so
+        log.warning(f"cannot lock {lock_path} ({err.strerror}); make sure one process uses it")
+        return RunLock(lock_path, None)
     try:
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -130,8 +134,9 @@ def writing(
     try:
         yield
     except BaseException as err:
-        written = scratch or path
-        problem = None if isinstance(err, RewardtuneError) else write_problem(err, written)
+        # a signal (KeyboardInterrupt) or a mistake already in words is never about space
+        diagnose = isinstance(err, Exception) and not isinstance(err, RewardtuneError)
+        problem = write_problem(err, scratch or path) if diagnose else None
         with contextlib.suppress(OSError):
             cleanup()
         if problem is None:

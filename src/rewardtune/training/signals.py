@@ -15,9 +15,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 class Interrupted(Exception):
     """The user asked to stop (Ctrl-C / SIGTERM / SIGHUP); the step in flight was finished
-    and checkpointed first. ``signum``: the signal that asked."""
+    and checkpointed first. ``signum``: the signal that asked (None: another process of the
+    run got it)."""
 
-    def __init__(self, step: int, signum: int = signal.SIGINT):
+    def __init__(self, step: int, signum: int | None = None):
         super().__init__(step)
         self.step, self.signum = step, signum
 
@@ -27,7 +28,7 @@ class _handlers:
 
     def __init__(self):
         self.previous: dict = {}
-        self.signum: int = signal.SIGINT  # the first stop signal that came
+        self.signum: int | None = None  # the first stop signal that came
 
     def __enter__(self):
         try:
@@ -49,7 +50,7 @@ class _handlers:
 class stop_on_signals(_handlers):
     """SIGTERM and SIGHUP stop the block as Ctrl-C does, with a ``KeyboardInterrupt`` where it
     is (run files are written atomically, so what was written stays whole); ``signum`` says
-    which signal came, for the exit code 128 + signum."""
+    which signal came."""
 
     def _handler(self, signum, frame):
         self.signum = signum
@@ -76,3 +77,8 @@ class graceful_interrupt(_handlers):
         log.warning(
             f"{signal.Signals(signum).name}: stopping after this step (press Ctrl-C again to stop at once)"
         )
+
+
+def signal_name(signum: int | None) -> str:
+    """' (SIGTERM)' for a message, or '' when the signal is not known here."""
+    return f" ({signal.Signals(signum).name})" if signum is not None else ""
