@@ -16,13 +16,14 @@ from rich.markup import escape
 
 from rewardtune.cli.base import (
     SetOption,
+    console,
     evaluate_and_print,
     print_files,
     quiet_libraries,
     say,
     write_model_card,
 )
-from rewardtune.cli.progress import print_header, progress
+from rewardtune.training.progress_bar import StepProgress
 
 # the exit code of a run stopped by SIGINT, SIGTERM or SIGHUP, whichever phase it was in and
 # whichever process got the signal (every process of a run exits with the same code)
@@ -73,7 +74,7 @@ def _train_evaluate_report(cfg, run, resumed: bool, changes: list) -> None:
     """The run itself, holding its folder's lock (rank 0) from before the models load (a
     resume) or from the moment the folder is written (a new run) until the end."""
     from rewardtune.distributed import end
-    from rewardtune.runs.checkpoint import usable_checkpoint
+    from rewardtune.runs.checkpoints import usable_checkpoint
     from rewardtune.training.trainer import PPOTrainer
 
     accelerator = _accelerator(cfg, run.path)
@@ -289,3 +290,27 @@ def _evaluate_and_report(trainer, path: Path) -> None:
         html, md = write_report(path)
         print_files("report", html, md)
         write_model_card(path)
+
+
+# -- what the command shows while it runs: the header and the live bar ----------------
+
+
+def print_header(trainer, path: Path) -> None:
+    p, cfg = trainer.parameters, trainer.config
+    lm_kind = "LoRA" if trainer.policy.module.has_adapter else "full"
+    say(
+        trainer.accelerator,
+        f"[bold]rewardtune[/] {escape(cfg.recipe)}: model "
+        f"{escape(cfg.model.name)} "
+        f"({'seq2seq' if trainer.policy.seq2seq else 'causal'}), run dir {escape(str(path))}\n"
+        f"trainable {lm_kind} parameters: {p['trainable_lm']:,} | value head: {p['value_head']:,} | "
+        f"all: {p['total']:,} ({100 * (p['trainable_lm'] + p['value_head']) / p['total']:.2f}% trainable)\n"
+        f"prompts: {len(trainer.train_prompts)} train, {len(trainer.eval_prompts)} eval; "
+        f"{cfg.ppo.steps} steps of {cfg.ppo.batch_size}; advantage "
+        f"{cfg.ppo.advantage}, {cfg.ppo.samples_per_prompt} per prompt",
+    )
+
+
+def progress(accelerator, total: int, start: int) -> StepProgress:
+    """The training bar on the CLI's console, drawn by rank 0 only."""
+    return StepProgress(total, start, console, enabled=accelerator.is_main_process)

@@ -35,9 +35,10 @@ class Scorers:
 
     def score(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
         """Every reward term and the total, the toxicity, and the extra scorers, by name."""
-        scores = {REWARD_TOTAL: self.reward(prompts, responses)}
+        reward = self.reward.score(prompts, responses)
+        scores = {REWARD_TOTAL: reward.total}
         if len(self.reward.terms) > 1:
-            scores |= {f"reward/{name}": v for name, v in self.reward.last_terms.items()}
+            scores |= {f"reward/{name}": v for name, v in reward.terms.items()}
         if self.toxicity is not None:
             scores[TOXICITY] = call_with_retries(self.toxicity, prompts, responses, 0)
         for scorer, spec in self.extras:
