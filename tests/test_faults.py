@@ -122,7 +122,7 @@ def test_overwrite_replaces_a_rewardtune_run(tmp_path):
     run = RunDir.create(tmp_path / "run", config().to_yaml())
     (run.path / "metrics.jsonl").write_text("{}\n")
     RunDir.create(run.path, config().to_yaml(), overwrite=True)
-    assert sorted(p.name for p in run.path.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock", "config.yaml"]
 
 
 # --- 13, 19: http rewards: secrets by environment, redacted files, whole-call timeout ---

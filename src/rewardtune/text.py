@@ -94,10 +94,36 @@ def fill_env(text: str, where: str) -> str:
     return _ENV_REF.sub(value, text)
 
 
+# Cc: control characters (NUL, CR, ESC, which starts colour, cursor and hyperlink
+# sequences); Cf: invisible format characters (zero-width spaces and joiners, bidi overrides
+# and isolates, which reorder what a reader sees); Cs: lone surrogates, which no file or
+# terminal can encode
+_UNSAFE = {"Cc", "Cf", "Cs"}
+
+
 def printable(text: str) -> str:
-    """Model text made safe for a terminal: control characters (ESC starts colour, cursor and
-    hyperlink sequences) are shown as escapes like ``\\x1b``; newlines and tabs stay."""
+    """Model text made safe for a terminal or a report: control, invisible format and
+    surrogate characters are shown as escapes like ``\\x1b`` or ``\\u202e``; newlines and
+    tabs stay, and a Windows line end (CRLF) is a newline."""
     return "".join(
-        c if c in "\n\t" or unicodedata.category(c) != "Cc" else c.encode("unicode_escape").decode()
-        for c in text
+        c
+        if c in "\n\t" or unicodedata.category(c) not in _UNSAFE
+        else c.encode("unicode_escape").decode()
+        for c in text.replace("\r\n", "\n")
     )
+
+
+def one_line(text: str, limit: int = 120) -> str:
+    """``printable`` text on one line (newlines and tabs escaped too), cut to ``limit``
+    characters: an excerpt of a server's reply or an error for a one-line message."""
+    flat = printable(text).replace("\n", "\\n").replace("\t", "\\t")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def well_formed(text: str) -> str:
+    """``text`` with each lone surrogate (a JSON ``"\\ud800"`` alone, or an undecodable byte of a
+    command line) replaced by U+FFFD: tokenizers and files take only well-formed Unicode."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -78,3 +78,11 @@ def parity_reward(prompts, responses):
     """0/1 by the parity of each response's length in characters (groups of 2 tie half the
     time, as with a verifiable reward)."""
     return [float(len(r) % 2) for r in responses]
+
+
+def hanging_reward(prompts, responses):
+    """Never returns (a reward stuck on a lock or a network call): for timeout_s."""
+    import time
+
+    time.sleep(3600)
+    return [0.0 for _ in responses]

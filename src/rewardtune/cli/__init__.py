@@ -6,8 +6,10 @@ Every user mistake ends as one line on stderr and exit code 2 (RewardtuneError).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -49,6 +51,10 @@ def _print_error(text: str) -> None:
 
 def main() -> None:
     enable_cpu_fast_paths()
+    # past a file-size limit (ulimit -f) the kernel kills a process with SIGXFSZ by default,
+    # in the middle of a write; ignored, the write fails instead (EFBIG), and the run stops
+    # with one line naming the file and the limit (runs/rundir.py: WriteError)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     code = _run()
     if rank_and_world()[1] > 1:
         # one of several processes: the run has ended its trackers and left the process group
@@ -78,6 +84,14 @@ def _run() -> int:
     except KeyboardInterrupt:
         console.print("interrupted", highlight=False)
         return 130
+    except OSError as err:  # a full disk in a write that runs/rundir.py does not own
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        _print_error(
+            f"cannot write {err.filename or 'a file'}: {os.strerror(err.errno)}; free space or "
+            "raise the limit (ulimit -f), then run the command again"
+        )
+        return 2
     except Exception as err:
         # usage errors: typer vendors its own click, so match the interface, not the class
         if hasattr(err, "format_message") and getattr(err, "exit_code", None) == 2:

@@ -3,6 +3,7 @@ generate, merge."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -84,10 +85,17 @@ def evaluate(
     """Before/after evaluation of a run on held-out prompts, with bootstrap CIs."""
     if prompts is not None and prompts < 1:
         raise RewardtuneError(f"--prompts {prompts}: evaluate at least 1 prompt")
+    from rewardtune.distributed import process_state
+    from rewardtune.runs.rundir import RunDir
+
     quiet_libraries()
     options = {"n_prompts": prompts, "checkpoint": checkpoint, "prompt_file": prompt_file}
-    if evaluate_and_print(run_dir, **options) is not None and checkpoint is None:
-        write_model_card(run_dir)  # the card's before/after table is final/'s
+    run = RunDir.open_existing(run_dir)
+    with contextlib.ExitStack() as held:  # not while a training writes the run (rank 0 holds)
+        if process_state().is_main_process:
+            held.enter_context(run.lock("evaluate it"))
+        if evaluate_and_print(run_dir, **options) is not None and checkpoint is None:
+            write_model_card(run_dir)  # the card's before/after table is final/'s
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:

@@ -1,8 +1,11 @@
 """`rewardtune train`: open the run folder, build the trainer, train with a progress bar,
-then write run_info.json and the model card, evaluate and report."""
+then write run_info.json and the model card, evaluate and report. However it ends (a signal,
+a reward that fails, a full disk) it says in one line where the run stands and what to type
+next."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -21,6 +24,10 @@ from rewardtune.cli.base import (
     write_model_card,
 )
 from rewardtune.training.progress_bar import StepProgress
+
+# the exit code of a run stopped by SIGINT, SIGTERM or SIGHUP, whichever phase it was in and
+# whichever process got the signal (every process of a run exits with the same code)
+INTERRUPTED = 130
 
 ProcessesOption = Annotated[
     int,
@@ -54,32 +61,54 @@ def train(
     processes: ProcessesOption = 1,
 ) -> None:
     """Train a policy with PPO, then evaluate it and write the report."""
-    from rewardtune.distributed import end
-    from rewardtune.training.trainer import PPOTrainer
+    from rewardtune.training.signals import stop_on_signals
 
     quiet_libraries()
     if resume == AUTO:
         resume, overwrite = _auto_resume(recipe, set_, run_dir, overwrite)
     if processes > 1 and not _launched():
         _launch_processes(processes, recipe, set_, resume)
-    cfg, run, checkpoint = _open_run(recipe, set_, run_dir, resume, overwrite)
+    cfg, run, changes = _open_run(recipe, set_, run_dir, resume, overwrite)
+    with stop_on_signals() as stop:
+        try:
+            _train_evaluate_report(cfg, run, resume is not None, changes)
+        except KeyboardInterrupt:  # a signal outside the training loop, or a second one
+            _say_interrupted(run.path, stop.signum)
+            raise typer.Exit(INTERRUPTED) from None
+
+
+def _train_evaluate_report(cfg, run, resumed: bool, changes: list) -> None:
+    """The run itself, holding its folder's lock (rank 0) from before the models load (a
+    resume) or from the moment the folder is written (a new run) until the end."""
+    from rewardtune.distributed import end
+    from rewardtune.runs.checkpoints import usable_checkpoint
+    from rewardtune.training.trainer import PPOTrainer
+
     accelerator = _accelerator(cfg, run.path)
-    trainer = PPOTrainer(cfg, run_dir=run, accelerator=accelerator)
-    _check_eval_sets(trainer)
-    if accelerator.is_main_process and checkpoint is None:
-        run.initialise(cfg.to_yaml())  # only now: a config mistake leaves no folder behind
-    accelerator.wait_for_everyone()
-    _start_trackers(accelerator, cfg, run.path)
-    if checkpoint is not None:
-        _resume(trainer, checkpoint)
-    print_header(trainer, run.path)
-    wall = _train(trainer, run.path)
-    if trainer.run is not None:
-        trainer.run.add_run_info(wall, trainer.parameters, cfg.model.name, trainer.step_count)
-        write_model_card(run.path)
-    if cfg.eval.enabled:
-        _evaluate_and_report(trainer, run.path)  # every rank samples its share of the prompts
-    end(accelerator)
+    with contextlib.ExitStack() as held:
+        if resumed and accelerator.is_main_process:
+            held.enter_context(run.lock("resume it"))
+        checkpoint = usable_checkpoint(run) if resumed else None
+        trainer = PPOTrainer(cfg, run_dir=run, accelerator=accelerator)
+        _check_eval_sets(trainer)
+        if accelerator.is_main_process and checkpoint is None:
+            # only now: a config mistake leaves no folder behind
+            held.enter_context(run.initialise(cfg.to_yaml()))
+        accelerator.wait_for_everyone()
+        _start_trackers(accelerator, cfg, run.path)
+        if checkpoint is not None:
+            _resume(trainer, checkpoint, changes)
+        print_header(trainer, run.path)
+        with _say_how_to_go_on(trainer, run.path):
+            wall = _train(trainer, run.path)
+            if trainer.run is not None:
+                trainer.run.add_run_info(
+                    wall, trainer.parameters, cfg.model.name, trainer.step_count
+                )
+                write_model_card(run.path)
+            if cfg.eval.enabled:  # every rank samples its share of the prompts
+                _evaluate_and_report(trainer, run.path)
+        end(accelerator)
 
 
 AUTO = Path("auto")
@@ -108,19 +137,19 @@ def _auto_resume(recipe, set_, run_dir: Path | None, overwrite: bool) -> tuple[P
 
 
 def _open_run(recipe, set_, run_dir: Path | None, resume: Path | None, overwrite: bool):
-    """(config, run folder, checkpoint to resume or None). A new run's folder is checked
-    here, once, before anything loads; it is written after the trainer is built."""
-    from rewardtune.config import load_config
-    from rewardtune.runs.checkpoints import usable_checkpoint
+    """(config, run folder, what --set changes at a resume). A new run's folder is checked
+    here, once, before anything loads; it is written after the trainer is built. A resume
+    refuses a --set that would make it another experiment (``load_resume_config``)."""
+    from rewardtune.config import load_config, load_resume_config
     from rewardtune.runs.rundir import RunDir, resolve_run_dir
 
     if resume is not None:
         run = RunDir.open_existing(resume)
-        cfg = load_config(str(run.config_file), set_)
-        return cfg, run, usable_checkpoint(run)
+        cfg, changes = load_resume_config(str(run.config_file), set_)
+        return cfg, run, changes
     cfg = load_config(recipe, set_)
     path = run_dir or resolve_run_dir(cfg.run.dir, cfg.recipe)
-    return cfg, RunDir.new(path, overwrite), None
+    return cfg, RunDir.new(path, overwrite), []
 
 
 def _check_eval_sets(trainer) -> None:
@@ -134,16 +163,33 @@ def _check_eval_sets(trainer) -> None:
         eval_sets(cfg, policy.tokenizer, budget, cfg.eval.prompts)
 
 
-def _resume(trainer, checkpoint: Path) -> None:
+def _resume(trainer, checkpoint: Path, changes: list) -> None:
+    """Load the checkpoint, drop the log lines of the steps it redoes; the --set changes
+    apply from its step on: recorded in overrides.jsonl, and config.yaml rewritten."""
+    from rewardtune.runs.rundir import write_atomic
+    from rewardtune.types import RewardtuneError
+
     trainer.load_checkpoint(checkpoint)
+    step, steps = trainer.step_count, trainer.config.ppo.steps
+    if steps < step:
+        raise RewardtuneError(
+            f"ppo.steps={steps}, but {checkpoint} has done {step} steps; resume with "
+            f"--set ppo.steps={step} or more"
+        )
     if trainer.run is not None:
-        trainer.run.truncate_logs(trainer.step_count)
+        trainer.run.truncate_logs(step)
+        if changes:
+            trainer.run.record_overrides(step, changes)
+            write_atomic(trainer.run.config_file, trainer.config.to_yaml())
     say(trainer.accelerator, f"resuming {escape(str(trainer.run_path))} from {checkpoint.name}")
+    for key, old, new in changes:
+        say(trainer.accelerator, f"  {key}: {escape(repr(old))} -> {escape(repr(new))}")
 
 
 def _train(trainer, path: Path) -> float:
     """Train to ppo.steps; the wall time in seconds. Interrupted: say how to resume, exit 130."""
     from rewardtune.distributed import end
+    from rewardtune.training.signals import signal_name
     from rewardtune.training.trainer import Interrupted
 
     accelerator, steps = trainer.accelerator, trainer.config.ppo.steps
@@ -151,14 +197,14 @@ def _train(trainer, path: Path) -> float:
     try:
         with progress(accelerator, steps, trainer.step_count) as update:
             trainer.train(progress=update)
-    except Interrupted:
+    except Interrupted as stop:
         say(
             accelerator,
-            f"interrupted: checkpoint saved at step {trainer.step_count}. Resume with:\n"
-            f"  rewardtune train --resume {escape(str(path))}{_processes_flag(accelerator)}",
+            f"interrupted{signal_name(stop.signum)}: checkpoint saved at step "
+            f"{trainer.step_count}. Resume with:\n  {escape(_resume_command(path, accelerator))}",
         )
         end(accelerator)
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
     wall = time.time() - started
     say(accelerator, f"trained {steps} steps in {wall:.0f}s -> {escape(str(path / 'final'))}")
     return wall
@@ -186,6 +232,58 @@ def _launch_processes(processes: int, recipe, set_, resume) -> None:
 def _processes_flag(accelerator) -> str:
     n = accelerator.num_processes
     return f" --processes {n}" if n > 1 else ""
+
+
+def _resume_command(path: Path, accelerator=None) -> str:
+    """Plain text (print it with markup off)."""
+    flag = _processes_flag(accelerator) if accelerator is not None else ""
+    return f"rewardtune train --resume {path}{flag}"
+
+
+def _where_it_stands(path: Path, accelerator=None) -> str:
+    """What a stopped run has kept, and the command that goes on from there (plain text)."""
+    from rewardtune.runs.rundir import RunDir
+
+    run = RunDir(path)
+    if not run.config_file.is_file():
+        return "nothing was written yet"
+    kept = run.checkpoints()
+    if not kept:
+        return f"no step was saved yet: start again (add --overwrite to reuse {path})"
+    return f"{kept[-1].name} is kept; go on with: {_resume_command(path, accelerator)}"
+
+
+@contextlib.contextmanager
+def _say_how_to_go_on(trainer, path: Path):
+    """A reward that fails or a disk that fills up stops the run with one line that says what
+    is kept and how to go on. A reward that fails in the training loop of a single process
+    checkpoints the last whole step first, unless it is saved already (the state is whole:
+    the reward runs before the step changes anything, and each step reseeds the RNG; several
+    processes would have to agree on saving)."""
+    from rewardtune.rewards.base import RewardFailed
+    from rewardtune.runs.rundir import WriteError
+    from rewardtune.types import RewardtuneError
+
+    try:
+        yield
+    except (RewardFailed, WriteError) as err:
+        step, saved = trainer.step_count, trainer.checkpoints.saved_step
+        if isinstance(err, RewardFailed) and trainer.world == 1 and 0 < step != saved:
+            trainer.save_checkpoint()
+        hint = _where_it_stands(path, trainer.accelerator)
+        raise RewardtuneError(f"{err}; {hint}") from err
+
+
+def _say_interrupted(path: Path, signum: int | None) -> None:
+    """After a stop signal outside the training loop (or a second one inside it)."""
+    from rewardtune.distributed import process_state
+    from rewardtune.training.signals import signal_name
+
+    if process_state().is_main_process:
+        from rewardtune.cli.base import console
+
+        text = f"interrupted{signal_name(signum)}: {_where_it_stands(path)}"
+        console.print(text, highlight=False, markup=False)
 
 
 def _accelerator(cfg, path: Path):

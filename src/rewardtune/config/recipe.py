@@ -378,6 +378,75 @@ def load_config(recipe: str | None = None, overrides: list[str] | None = None) -
     return validate(data, f"recipe {path.name}")
 
 
+# --- resuming ------------------------------------------------------------------------
+
+# keys a resume may change: how long to train, how to evaluate, when to save, where to log,
+# and how to reach a reward (config.yaml keeps a reward's url and headers redacted, so a
+# resume may have to give them again); anything else would make it another experiment
+RESUME_KEYS = (
+    "ppo.steps",
+    "eval.*",
+    "run.save_every",
+    "run.save_every_minutes",
+    "run.keep_checkpoints",
+    "run.log_samples",
+    "run.trackers",
+    "reward.N.url",
+    "reward.N.headers",
+    "reward.N.timeout_s",
+    "reward.N.retries",
+    "reward.N.retry_backoff_s",
+)
+_RESUME_KEY = re.compile(  # a key of RESUME_KEYS, or a key inside one (reward.0.headers.X)
+    "(?:"
+    + "|".join(re.escape(k).replace(r"\*", ".+").replace("N", r"\d+") for k in RESUME_KEYS)
+    + r")(\..+)?"
+)
+
+Change = tuple[str, Any, Any]  # a dotted key, its value before, its value after
+
+
+def load_resume_config(path: str, overrides: list[str] | None) -> tuple[Config, list[Change]]:
+    """A run's stored config with the ``--set`` overrides of its resume, and what they change
+    (values as config.yaml shows them, secrets redacted). A change of any key outside
+    ``RESUME_KEYS`` is refused in one line that names the key."""
+    stored = load_config(path)
+    resumed = load_config(path, overrides)
+    keys = _changed(stored.model_dump(mode="json"), resumed.model_dump(mode="json"))
+    for key in keys:
+        if not _RESUME_KEY.fullmatch(key):
+            raise RewardtuneError(
+                f"--set {key} at --resume would make this run another experiment than the one "
+                f"its {Path(path).name} describes; a resume may change only "
+                f"{', '.join(RESUME_KEYS)}: start a new run to change {key}"
+            )
+    before, after = stored.public_dump(), resumed.public_dump()
+    return resumed, [(key, _at(before, key), _at(after, key)) for key in keys]
+
+
+def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """The dotted keys (list items by index) whose values differ."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            key
+            for name in dict.fromkeys([*before, *after])
+            for key in _changed(before.get(name), after.get(name), f"{prefix}{name}.")
+        ]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            key
+            for i, (a, b) in enumerate(zip(before, after, strict=True))
+            for key in _changed(a, b, f"{prefix}{i}.")
+        ]
+    return [] if before == after else [prefix.rstrip(".")]
+
+
+def _at(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        data = data[int(part)] if isinstance(data, list) else data.get(part)
+    return data
+
+
 # --- for editors and new recipes -----------------------------------------------------
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardtune.config import DataConfig
-from rewardtune.text import template_fields
+from rewardtune.text import template_fields, well_formed
 from rewardtune.types import Prompt, RewardtuneError
 
 LOCAL_SUFFIXES = {
@@ -179,6 +179,7 @@ def format_prompts(rows: list[dict], cfg: DataConfig) -> list[str]:
 
 def tokenize_prompt(text: str, tokenizer, chat: bool, query_len: int | None) -> Prompt:
     """Token ids for one prompt; a sampled query length keeps only the first tokens of it."""
+    text = well_formed(text)
     if query_len is not None:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][:query_len]
         text = tokenizer.decode(ids, skip_special_tokens=True)

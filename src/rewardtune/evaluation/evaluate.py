@@ -52,7 +52,9 @@ def evaluate_run(
     the summary (other ranks return None).
     """
     run = RunDir.open_existing(run_dir)
-    cfg = load_config(str(run.path / CONFIG))
+    # the trainer's config holds what a resume's --set changed, and the secrets that
+    # config.yaml keeps redacted
+    cfg = trainer.config if trainer is not None else load_config(str(run.path / CONFIG))
     state = trainer.accelerator if trainer is not None else process_state()
     if trainer is not None:
         policy = trainer.policy

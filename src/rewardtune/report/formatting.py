@@ -7,17 +7,19 @@ import html
 import math
 import re
 
+from rewardtune.text import printable
+
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]()!<>|#~&{}])")
 
 
 def esc(text: object) -> str:
     """HTML-escape user text; '://' is written as an entity so no URL appears in the file."""
-    return html.escape(str(text)).replace("://", ":&#47;&#47;")
+    return html.escape(printable(str(text))).replace("://", ":&#47;&#47;")
 
 
 def md(text: object) -> str:
     """Text safe inside a Markdown table cell: no raw HTML tags, no pipes, one line."""
-    escaped = str(text).replace("<", "&lt;").replace("|", "\\|")
+    escaped = printable(str(text)).replace("<", "&lt;").replace("|", "\\|")
     return " ".join(escaped.split())
 
 
@@ -25,7 +27,7 @@ def md_text(text: object) -> str:
     """User or model text as inert Markdown: every character that could start a link, an
     image, HTML, emphasis or code is backslash-escaped, and URLs are broken as in the HTML
     (GitHub links a bare ``https://`` or ``www.``)."""
-    escaped = _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    escaped = _MD_SPECIAL.sub(r"\\\1", " ".join(printable(str(text)).split()))
     escaped = escaped.replace("://", ":&#47;&#47;")
     return re.sub(r"(?i)\bwww\.", lambda m: m.group(0)[:3] + "&#46;", escaped)
 

@@ -22,7 +22,7 @@ from rewardtune.report.eval_tables import eval_settings, metrics_table, samples_
 from rewardtune.report.formatting import mapping
 from rewardtune.report.run_data import RunData, load_run, reward_text
 from rewardtune.runs.checkpoints import MODEL_INFO
-from rewardtune.runs.rundir import CONFIG, FINAL
+from rewardtune.runs.rundir import CONFIG, FINAL, write_atomic
 
 CARD = "README.md"
 SAMPLES_SHOWN = 3
@@ -65,7 +65,7 @@ def write_model_card(run_dir: Path, folder: Path | None = None, merged: bool = F
         config=yaml.safe_dump(run.config, sort_keys=False),
     )
     path = folder / CARD
-    card.save(path)
+    write_atomic(path, str(card))  # whole or not at all, also on a full disk
     return path
 
 

@@ -47,7 +47,19 @@ def _read_json(path: Path) -> dict | None:
 def _read_config(path: Path) -> dict:
     if not path.is_file():
         raise RewardtuneError(f"{path.parent} is not a rewardtune run directory (no {CONFIG})")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(errors="replace")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise RewardtuneError(
+            f"{path} is not valid YAML{where}: the run's config is damaged"
+        ) from None
+    if not isinstance(data, dict):
+        raise RewardtuneError(
+            f"{path} is not a mapping of config sections: the run's config is damaged"
+        )
+    return data
 
 
 def load_run(run_dir: Path) -> RunData:

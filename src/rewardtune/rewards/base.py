@@ -7,9 +7,15 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from rewardtune.text import one_line
 from rewardtune.types import RewardtuneError
 
 _sleep = time.sleep  # the backoff's wait; tests replace it
+
+
+class RewardFailed(RewardtuneError):
+    """A reward raised, timed out, or returned something that is not one score per response
+    (after its retries): the run stops, its last whole step can be kept and resumed."""
 
 
 @runtime_checkable
@@ -27,16 +33,16 @@ def check_scores(name: str, scores, n: int) -> list[float]:
     if hasattr(scores, "tolist"):  # numpy arrays and tensors
         scores = scores.tolist()
     if not isinstance(scores, list | tuple):
-        raise RewardtuneError(
+        raise RewardFailed(
             f"reward {name!r} returned {type(scores).__name__}; it must return a list of {n} floats"
         )
     if len(scores) != n:
-        raise RewardtuneError(
+        raise RewardFailed(
             f"reward {name!r} returned {len(scores)} scores for {n} responses; return one per response"
         )
     for i, value in enumerate(scores):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise RewardtuneError(
+            raise RewardFailed(
                 f"reward {name!r} returned {type(value).__name__} {value!r} at index {i}; "
                 "scores must be numbers"
             )
@@ -103,15 +109,17 @@ def call_with_retries(
         try:
             scores = reward(prompts, responses)
             break
-        except RewardtuneError:
+        except RewardFailed:
             raise
+        except RewardtuneError as err:  # a fault the reward names itself: retrying cannot help
+            raise RewardFailed(str(err)) from err
         except (Exception, SystemExit) as err:  # a user's reward can raise anything
             if attempt < retries:
                 _sleep(backoff_s * 2**attempt)
             else:
                 tries = f" after {retries + 1} tries" if retries else ""
-                raise RewardtuneError(
+                raise RewardFailed(
                     f"reward {reward.name!r} failed{tries}: {type(err).__name__}: "
-                    f"{str(err).splitlines()[0][:200] if str(err) else ''}"
+                    f"{one_line(str(err), 200)}"
                 ) from err
     return check_scores(reward.name, scores, len(responses))

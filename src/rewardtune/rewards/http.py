@@ -2,12 +2,17 @@
 
 Secrets stay out of files: the URL and header values may name environment variables
 (``Bearer ${RM_TOKEN}``), filled in at each call and never stored on the object.
+
+A server that fails in a way that can pass (5xx, 408, 429, a timeout, a dropped connection,
+a body that is not JSON) is retried (``retries``); one that answers a request error (other
+4xx) or the wrong scores is not. Excerpts of its replies are made terminal-safe.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import urllib.error
 import urllib.request
 from typing import ClassVar, Literal
 
@@ -15,7 +20,7 @@ from pydantic import Field, SerializationInfo, field_serializer
 
 from rewardtune.config.base import is_public
 from rewardtune.rewards.registry import RewardBase, reward_type
-from rewardtune.text import REDACTED, fill_env, redact_url, redact_value
+from rewardtune.text import REDACTED, fill_env, one_line, redact_url, redact_value
 from rewardtune.types import RewardtuneError
 
 
@@ -74,11 +79,35 @@ class HttpReward:
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         body = json.dumps({"prompts": prompts, "responses": responses}).encode()
         payload = call_within(self.timeout_s, lambda: self._post(self._request(body)))
-        return payload["scores"] if isinstance(payload, dict) else payload
+        scores = payload.get("scores") if isinstance(payload, dict) else payload
+        if not isinstance(scores, list):
+            raise RewardtuneError(
+                f"reward server {redact_url(self.url)} answered {one_line(json.dumps(payload), 80)}"
+                ', not {"scores": [...]} or a list: fix the server'
+            )
+        return scores
 
     def _post(self, request: urllib.request.Request):
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            return json.loads(response.read())
+        """The parsed JSON reply; a request error (4xx but 408 and 429) is a RewardtuneError,
+        which is not retried; other failures raise for a retry."""
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                body = response.read()
+        except urllib.error.HTTPError as err:
+            reply = one_line(err.read().decode("utf-8", "replace"), 80)
+            if 400 <= err.code < 500 and err.code not in (408, 429):
+                raise RewardtuneError(
+                    f"reward server {redact_url(self.url)} answered HTTP {err.code} "
+                    f"({reply!r}), a request error that retries cannot fix: check the url, the "
+                    "headers and the server"
+                ) from None
+            raise OSError(f"HTTP {err.code} ({reply!r})") from None
+        try:
+            return json.loads(body)
+        except ValueError:  # a proxy's error page, half a body: it can pass
+            raise ValueError(
+                f"the reply is not JSON: {one_line(body.decode('utf-8', 'replace'), 80)!r}"
+            ) from None
 
 
 def call_within(timeout_s: float, fn):

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from rewardtune.rewards.base import join
+from rewardtune.rewards.http import call_within
 from rewardtune.rewards.registry import Input, RewardBase, reward_type
 from rewardtune.types import RewardtuneError
 
@@ -24,6 +25,9 @@ class PythonSpec(RewardBase):
     # fn(responses), fn(prompts, responses) or fn(texts) (texts: what `input` names);
     # null: from the function's required positional parameters (2: prompts_responses, 1: texts)
     call: Literal["responses", "prompts_responses", "texts"] | None = None
+    # a call that takes longer fails (and is retried, see `retries`); null: no limit. The
+    # abandoned call runs on in a daemon thread, which ends with the process
+    timeout_s: float | None = Field(None, gt=0)
 
     summary: ClassVar = ("function",)
 
@@ -34,7 +38,7 @@ class PythonSpec(RewardBase):
         return self
 
     def scorer(self, where: str) -> PythonReward:
-        return PythonReward(self.function, self.input, where, self.call)
+        return PythonReward(self.function, self.input, where, self.call, self.timeout_s)
 
 
 def import_function(target: str, where: str):
@@ -95,7 +99,8 @@ def default_call(fn, where: str) -> str:
 
 class PythonReward:
     """Calls ``fn(prompts, responses)``, ``fn(responses)`` or ``fn(texts)`` (``call``), where
-    texts are what ``input`` names; each returns one float per response."""
+    texts are what ``input`` names; each returns one float per response, within ``timeout_s``
+    seconds when it is set."""
 
     def __init__(
         self,
@@ -103,13 +108,20 @@ class PythonReward:
         input: str = "prompt+response",
         where: str = "reward",
         call: str | None = None,
+        timeout_s: float | None = None,
     ):
         self.fn = import_function(function, where)
         self.name = function.rpartition(":")[2]
         self.input = input
         self.call = call or default_call(self.fn, where)
+        self.timeout_s = timeout_s
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        if self.timeout_s is None:
+            return self._call(prompts, responses)
+        return call_within(self.timeout_s, lambda: self._call(prompts, responses))
+
+    def _call(self, prompts: list[str], responses: list[str]) -> list[float]:
         if self.call == "prompts_responses":
             return self.fn(prompts, responses)
         if self.call == "responses":

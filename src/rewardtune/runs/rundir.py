@@ -2,18 +2,27 @@
 
 Everything here is written so that a kill at any moment leaves the previous state
 readable: jsonl files grow by whole lines (a torn last line is dropped when read), and a
-checkpoint is written to a temporary folder, fsynced, then renamed into place.
+checkpoint is written to a temporary folder, fsynced, then renamed into place. A write that
+fails for want of space (a full disk, a quota, ``ulimit -f``) is a ``WriteError`` naming the
+file and the cause, and leaves nothing half-written behind. One process writes a run at a
+time: it holds an OS lock on the folder's lock file (``RunDir.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import re
+import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from rewardtune.types import RewardtuneError
 
@@ -27,7 +36,115 @@ RUN_INFO = "run_info.json"  # wall time (summed over resumes), parameter counts,
 EVAL = "eval.json"  # the evaluation's summary
 EVAL_ROWS = "eval.jsonl"  # its samples, one per line
 EVAL_SECTION_ROWS = "eval_sections.jsonl"  # the samples of eval.json's sections
+LOCK = ".lock"  # flock-ed by the process that writes the run (train, evaluate)
+OVERRIDES = "overrides.jsonl"  # --set at --resume: key, value, the step it took effect
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+_NO_SPACE[errno.EFBIG] = "file too large (a file-size limit, ulimit -f)"
+log = logging.getLogger("rewardtune")
+
+
+class WriteError(RewardtuneError):
+    """A run file could not be written for want of space; nothing half-written was kept."""
+
+
+class RunLock:
+    """An exclusive ``flock`` on a run's lock file, held while this object lives. The OS
+    drops it when the process ends, however it ends: a killed run leaves no stale lock."""
+
+    def __init__(self, path: Path, file: IO | None):
+        self.path, self._file = path, file
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file drops the flock
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_run(path: Path, action: str) -> RunLock:
+    """Lock the run folder ``path`` for ``action`` (what this process is about to do), or say
+    in one line that another process holds it. A filesystem without locks only warns."""
+    lock_path = path / LOCK
+    try:
+        file = lock_path.open("a")
+    except OSError as err:  # a read-only run: whatever writes it will say so
+        log.warning(f"cannot lock {lock_path} ({err.strerror}); make sure one process uses it")
+        return RunLock(lock_path, None)
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.close()
+        raise RewardtuneError(
+            f"run {path} is in use by another rewardtune process (it holds {lock_path}); "
+            f"wait for it to end (or stop it) before you {action}"
+        ) from None
+    except OSError as err:  # e.g. ENOLCK on some network filesystems
+        log.warning(f"cannot lock {lock_path} ({err.strerror}); make sure one process uses it")
+    return RunLock(lock_path, file)
+
+
+def in_use(path: Path) -> bool:
+    """True while another process holds the run folder's lock."""
+    if not (path / LOCK).is_file():
+        return False
+    try:
+        lock_run(path, "").release()
+    except RewardtuneError:
+        return True
+    return False
+
+
+def write_problem(err: BaseException, path: Path) -> str | None:
+    """Why a write under ``path`` failed, when the cause is space (a full disk, a quota, a
+    file-size limit), else None. Libraries word it their own way (safetensors: "os error
+    28", torch.save: a bare position mismatch), so the limits are checked too."""
+    if isinstance(err, OSError) and err.errno in _NO_SPACE:
+        return _NO_SPACE[err.errno]
+    text = str(err)
+    for code, cause in _NO_SPACE.items():
+        if f"os error {code})" in text or os.strerror(code) in text:
+            return cause
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    files = [path] if path.is_file() else list(path.rglob("*")) if path.is_dir() else []
+    if limit != resource.RLIM_INFINITY and any(
+        f.is_file() and f.stat().st_size >= limit for f in files
+    ):
+        return f"a file reached the file-size limit of {limit} bytes (ulimit -f)"
+    folder = next((p for p in [path, *path.parents] if p.is_dir()), None)
+    if folder is not None:
+        stat = os.statvfs(folder)
+        if stat.f_bavail * stat.f_frsize < 1 << 20:
+            return "the disk is full"
+    return None
+
+
+@contextlib.contextmanager
+def writing(
+    path: Path, scratch: Path | None = None, cleanup: Callable[[], None] = lambda: None
+) -> Iterator[None]:
+    """Run a write of ``path`` (through ``scratch``, a temporary file or folder, when set); on
+    any failure call ``cleanup`` (remove what is half written), and turn a failure for want
+    of space into a one-line ``WriteError``."""
+    try:
+        yield
+    except BaseException as err:
+        # a signal (KeyboardInterrupt) or a mistake already in words is never about space
+        diagnose = isinstance(err, Exception) and not isinstance(err, RewardtuneError)
+        problem = write_problem(err, scratch or path) if diagnose else None
+        with contextlib.suppress(OSError):
+            cleanup()
+        if problem is None:
+            raise
+        raise WriteError(
+            f"cannot write {path}: {problem}; nothing half-written was kept: free space or "
+            "raise the limit, then run the command again"
+        ) from err
 
 
 def resolve_run_dir(template: str, recipe: str) -> Path:
@@ -54,6 +171,11 @@ def check_new_run_dir(path: Path, overwrite: bool) -> None:
     that --overwrite would delete though rewardtune did not write it."""
     if path.exists() and not path.is_dir():
         raise RewardtuneError(f"run directory {path} is a file; choose a folder name")
+    if path.is_dir() and in_use(path):
+        raise RewardtuneError(
+            f"run directory {path} is in use by a rewardtune process that is still running; "
+            "wait for it to end, or choose another --run-dir"
+        )
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise RewardtuneError(
@@ -95,25 +217,40 @@ def fsync_tree(path: Path) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every complete line of a jsonl file; a torn last line (a kill mid-write) is dropped."""
+    """Every whole record (a JSON object per line) of a jsonl file. A torn last line (a kill
+    mid-write) is dropped quietly; any other line that is not a record (torn inside the file,
+    or foreign) is skipped with one warning that names the file and the first such line."""
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
+    rows, bad = [], []
+    lines = path.read_text(errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif line.strip() and not (number == len(lines) and row is None):
+            bad.append(number)
+    if bad:
+        log.warning(
+            f"{path}: skipped {len(bad)} line(s) that are not whole JSON records (first: line "
+            f"{bad[0]}); using the {len(rows)} whole ones"
+        )
     return rows
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` whole: write a temporary file beside it, fsync, rename over it. Two
+    processes writing the same file (a report during training) each use their own."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with writing(path, tmp, cleanup=lambda: tmp.unlink(missing_ok=True)):
+        with tmp.open("w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     fsync_dir(path.parent)  # the rename itself survives a power loss
 
 
@@ -138,12 +275,20 @@ class RunDir:
         check_new_run_dir(path, overwrite)
         return cls(path)
 
-    def initialise(self, config_yaml: str) -> None:
-        """Empty the checked folder (an earlier run that --overwrite replaces), write config."""
-        if self.path.exists() and any(self.path.iterdir()):
-            shutil.rmtree(self.path)
+    def initialise(self, config_yaml: str) -> RunLock:
+        """Lock the checked folder, empty it (an earlier run that --overwrite replaces), write
+        config; the lock is held while the returned object lives."""
         self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.lock("train into it")
+        for child in self.path.iterdir():
+            if child.name != LOCK:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
         write_atomic(self.path / CONFIG, config_yaml)
+        return lock
+
+    def lock(self, action: str) -> RunLock:
+        """Hold this run for this process (see ``lock_run``); ``action`` ends the refusal."""
+        return lock_run(self.path, action)
 
     @classmethod
     def open_existing(cls, path: Path | str) -> RunDir:
@@ -175,14 +320,25 @@ class RunDir:
     # -- jsonl logs -----------------------------------------------------------------
 
     def append(self, name: str, rows: list[dict]) -> None:
-        """Append whole lines and fsync, so a kill never leaves half a record behind."""
+        """Append whole lines and fsync, so a kill never leaves half a record behind; a write
+        that fails (a full disk) is cut back to the lines that were whole before it."""
         if not rows:
             return
         text = "".join(json.dumps(row, default=float) + "\n" for row in rows)
-        with (self.path / name).open("a") as f:
+        path = self.path / name
+        size = path.stat().st_size if path.exists() else 0
+        with writing(path, cleanup=lambda: os.truncate(path, size)), path.open("a") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+    def record_overrides(self, step: int, changes: list[tuple[str, object, object]]) -> None:
+        """``--set`` keys a resume changed: one line each in overrides.jsonl, with the step
+        from which the new value applies (secrets come in redacted)."""
+        self.append(
+            OVERRIDES,
+            [{"step": step, "key": key, "value": new, "was": old} for key, old, new in changes],
+        )
 
     def read(self, name: str) -> list[dict]:
         return read_jsonl(self.path / name)
@@ -232,8 +388,9 @@ class RunDir:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        write(tmp)  # a write that fails leaves tmp aside; the next save removes it
-        fsync_tree(tmp)
+        with writing(final, tmp, cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True)):
+            write(tmp)
+            fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -250,8 +407,9 @@ class RunDir:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        write(tmp)  # a write that fails leaves tmp aside; the next save removes it
-        fsync_tree(tmp)
+        with writing(self.final_dir, tmp, lambda: shutil.rmtree(tmp, ignore_errors=True)):
+            write(tmp)
+            fsync_tree(tmp)
         old = self.path / f".{FINAL}.old"
         if old.exists():  # left by a crash between the two renames below
             shutil.rmtree(old)

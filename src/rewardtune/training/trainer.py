@@ -356,7 +356,7 @@ class PPOTrainer:
             with StepProgress(self.ppo.steps, self.step_count, enabled=self.is_main) as update:
                 return self.train(progress=update)
         history = []
-        with graceful_interrupt(self.request_stop):
+        with graceful_interrupt(self.request_stop) as signals:
             for step in range(self.step_count, self.ppo.steps):
                 drawn, filtered = self.sample_batch(step)
                 batch, texts, scores = drawn.batch, drawn.texts, drawn.scores
@@ -371,12 +371,14 @@ class PPOTrainer:
                     progress(self.step_count, stats)
                 if any_rank(self.accelerator, self._stop_requested):
                     self.save_checkpoint()
-                    raise Interrupted(self.step_count)
+                    raise Interrupted(self.step_count, signals.signum)
                 if self.checkpoints.due(self.step_count):
                     self.save_checkpoint()
-        if self.checkpoints.saved_step != self.step_count:
-            self.save_checkpoint()  # the end of the run, unless the loop just saved it
-        self.save_final()
+            if self.checkpoints.saved_step != self.step_count:
+                self.save_checkpoint()  # the end of the run, unless the loop just saved it
+            self.save_final()  # a stop asked for during these saves waits for them to end
+        if any_rank(self.accelerator, self._stop_requested):
+            raise Interrupted(self.step_count, signals.signum)
         return history
 
     def sample_batch(self, step: int) -> tuple[Drawn, GroupFilterStats | None]:
