@@ -80,12 +80,17 @@ def evaluate(
     prompt_file: Annotated[
         Path | None, typer.Option(help="Evaluate on these prompts (one per line, or jsonl).")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override an eval key: --set eval.samples_per_prompt=4."),
+    ] = None,
 ) -> None:
     """Before/after evaluation of a run on held-out prompts, with bootstrap CIs."""
     if prompts is not None and prompts < 1:
         raise RewardtuneError(f"--prompts {prompts}: evaluate at least 1 prompt")
     quiet_libraries()
     options = {"n_prompts": prompts, "checkpoint": checkpoint, "prompt_file": prompt_file}
+    options["overrides"] = set_
     if evaluate_and_print(run_dir, **options) is not None and checkpoint is None:
         write_model_card(run_dir)  # the card's before/after table is final/'s
 

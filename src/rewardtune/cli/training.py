@@ -58,6 +58,7 @@ def train(
     accelerator = _accelerator(cfg, run.path)
     trainer = PPOTrainer(cfg, run_dir=run, accelerator=accelerator)
     _check_eval_sets(trainer)
+    periodic = _periodic_eval(trainer)
     if accelerator.is_main_process and checkpoint is None:
         run.initialise(cfg.to_yaml())  # only now: a config mistake leaves no folder behind
     accelerator.wait_for_everyone()
@@ -65,7 +66,7 @@ def train(
     if checkpoint is not None:
         _resume(trainer, checkpoint)
     print_header(trainer, run.path)
-    wall = _train(trainer, run.path)
+    wall = _train(trainer, run.path, periodic)
     if trainer.run is not None:
         trainer.run.add_run_info(wall, trainer.parameters, cfg.model.name, trainer.step_count)
         write_model_card(run.path)
@@ -101,6 +102,15 @@ def _check_eval_sets(trainer) -> None:
         eval_sets(cfg, policy.tokenizer, budget, cfg.eval.prompts)
 
 
+def _periodic_eval(trainer):
+    """``eval.every``'s evaluation during training, or None (built now: a bad
+    ``run.keep_best`` stops the run before training)."""
+    from rewardtune.evaluation.during import PeriodicEval
+
+    cfg = trainer.config
+    return PeriodicEval(trainer) if cfg.eval.enabled and cfg.eval.every else None
+
+
 def _resume(trainer, checkpoint: Path) -> None:
     trainer.load_checkpoint(checkpoint)
     if trainer.run is not None:
@@ -108,8 +118,9 @@ def _resume(trainer, checkpoint: Path) -> None:
     say(trainer.accelerator, f"resuming {escape(str(trainer.run_path))} from {checkpoint.name}")
 
 
-def _train(trainer, path: Path) -> float:
-    """Train to ppo.steps; the wall time in seconds. Interrupted: say how to resume, exit 130."""
+def _train(trainer, path: Path, periodic=None) -> float:
+    """Train to ppo.steps (with ``periodic``, eval.every's evaluation, after each step); the
+    wall time in seconds. Interrupted: say how to resume, exit 130."""
     from rewardtune.distributed import end
     from rewardtune.training.trainer import Interrupted
 
@@ -117,7 +128,7 @@ def _train(trainer, path: Path) -> float:
     started = time.time()
     try:
         with progress(accelerator, steps, trainer.step_count) as update:
-            trainer.train(progress=update)
+            trainer.train(progress=_with_eval(update, periodic))
     except Interrupted:
         say(
             accelerator,
@@ -129,6 +140,18 @@ def _train(trainer, path: Path) -> float:
     wall = time.time() - started
     say(accelerator, f"trained {steps} steps in {wall:.0f}s -> {escape(str(path / 'final'))}")
     return wall
+
+
+def _with_eval(update, periodic):
+    """The progress callback, then the evaluation during training when one is due."""
+    if periodic is None:
+        return update
+
+    def step_done(step: int, stats: dict) -> None:
+        update(step, stats)
+        periodic(step)
+
+    return step_done
 
 
 def _launched() -> bool:

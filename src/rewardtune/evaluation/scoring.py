@@ -33,15 +33,18 @@ class Scorers:
         ]
         return cls(build_reward(reward_specs), toxicity, extras)
 
-    def score(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
-        """Every reward term and the total, the toxicity, and the extra scorers, by name."""
-        scores = {REWARD_TOTAL: self.reward(prompts, responses)}
+    def score(
+        self, prompts: list[str], responses: list[str], columns: dict | None = None
+    ) -> dict[str, list[float]]:
+        """Every reward term and the total, the toxicity, and the extra scorers, by name;
+        ``columns``: each response's data row (name -> one value per response)."""
+        scores = {REWARD_TOTAL: self.reward(prompts, responses, columns)}
         if len(self.reward.terms) > 1:
             scores |= {f"reward/{name}": v for name, v in self.reward.last_terms.items()}
         if self.toxicity is not None:
-            scores[TOXICITY] = call_with_retries(self.toxicity, prompts, responses, 0)
+            scores[TOXICITY] = call_with_retries(self.toxicity, prompts, responses, 0, 0, columns)
         for scorer, spec in self.extras:
             scores[f"extra/{scorer.name}"] = call_with_retries(
-                scorer, prompts, responses, spec.retries, spec.retry_backoff_s
+                scorer, prompts, responses, spec.retries, spec.retry_backoff_s, columns
             )
         return scores

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from rewardtune.rewards import describe_term
-from rewardtune.runs.rundir import CONFIG, METRICS, SAMPLES, read_jsonl
+from rewardtune.runs.rundir import CONFIG, EVAL_HISTORY, METRICS, SAMPLES, read_jsonl
 from rewardtune.types import RewardtuneError
 
 
@@ -23,6 +23,7 @@ class RunData:
     run_info: dict | None
     eval_summary: dict | None
     eval_rows: list[dict]
+    eval_history: list[dict] = field(default_factory=list)  # eval.every's evaluations
 
     @property
     def steps_done(self) -> object:
@@ -53,6 +54,7 @@ def load_run(run_dir: Path) -> RunData:
         run_info=_read_json(run_dir / "run_info.json"),
         eval_summary=_read_json(run_dir / "eval.json"),
         eval_rows=read_jsonl(run_dir / "eval.jsonl"),
+        eval_history=read_jsonl(run_dir / EVAL_HISTORY),
     )
 
 

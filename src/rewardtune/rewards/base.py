@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import time
 from typing import Protocol, runtime_checkable
 
 from rewardtune.types import RewardtuneError
 
+Columns = dict[str, list]  # column name -> one value per response (the response's data row)
+
 _sleep = time.sleep  # the backoff's wait; tests replace it
 
 
 @runtime_checkable
 class Reward(Protocol):
-    """Scores text: one float per (prompt, response) pair, higher is better."""
+    """Scores text: one float per (prompt, response) pair, higher is better. ``columns``
+    holds the fields of each response's data row (``{}`` when the data has none)."""
 
     name: str
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]: ...
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: Columns | None = None
+    ) -> list[float]: ...
+
+
+def takes_columns(reward) -> bool:
+    """Whether ``reward`` is called with the columns: a third parameter (or ``*args``); a
+    scorer written before columns existed takes (prompts, responses) only."""
+    try:
+        params = list(inspect.signature(reward).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: call it as before
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 3
 
 
 def check_scores(name: str, scores, n: int) -> list[float]:
@@ -42,11 +60,21 @@ def check_scores(name: str, scores, n: int) -> list[float]:
     return [float(v) for v in scores]
 
 
-def join(prompts: list[str], responses: list[str], mode: str) -> list[str]:
-    """What a text scorer reads: the response alone, or prompt + response."""
+def join(
+    prompts: list[str], responses: list[str], mode: str, columns: Columns | None = None
+) -> list[str]:
+    """What a text scorer reads (its ``input``): the response alone, prompt + response, or a
+    template over the row such as ``"{question}\n{response}"`` (``{prompt}``, ``{response}``
+    and the row's columns)."""
     if mode == "response":
         return list(responses)
-    return [p + r for p, r in zip(prompts, responses, strict=True)]
+    if mode == "prompt+response":
+        return [p + r for p, r in zip(prompts, responses, strict=True)]
+    columns = columns or {}
+    return [
+        mode.format(**{name: values[i] for name, values in columns.items()}, prompt=p, response=r)
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+    ]
 
 
 class WeightedReward:
@@ -64,13 +92,15 @@ class WeightedReward:
         self.name = "+".join(r.name for r, _ in terms)
         self.last_terms: dict[str, list[float]] = {}
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: Columns | None = None
+    ) -> list[float]:
         total = [0.0] * len(responses)
         self.last_terms = {}
         for (reward, weight), retries, backoff in zip(
             self.terms, self.retries, self.backoffs, strict=True
         ):
-            scores = call_with_retries(reward, prompts, responses, retries, backoff)
+            scores = call_with_retries(reward, prompts, responses, retries, backoff, columns)
             self.last_terms[reward.name] = scores
             total = [t + weight * s for t, s in zip(total, scores, strict=True)]
         return total
@@ -82,13 +112,15 @@ def call_with_retries(
     responses: list[str],
     retries: int,
     backoff_s: float = 0.0,
+    columns: Columns | None = None,
 ) -> list[float]:
-    """Call a reward, retrying ``retries`` times when it raises (waiting ``backoff_s``, then
-    twice that, ...); validate what it returns. ``sys.exit`` inside a reward is a failure of
-    the reward, not the end of training."""
+    """Call a reward (with ``columns`` where it takes them), retrying ``retries`` times when
+    it raises (waiting ``backoff_s``, then twice that, ...); validate what it returns.
+    ``sys.exit`` inside a reward is a failure of the reward, not the end of training."""
+    args = (prompts, responses, columns or {}) if takes_columns(reward) else (prompts, responses)
     for attempt in range(retries + 1):
         try:
-            scores = reward(prompts, responses)
+            scores = reward(*args)
             break
         except RewardtuneError:
             raise

@@ -13,7 +13,7 @@ from rewardtune.config import RunConfig
 from rewardtune.models.policy import Policy
 from rewardtune.runs import checkpoint
 from rewardtune.runs.checkpoint import TrainerState
-from rewardtune.runs.rundir import CHECKPOINTS, RunDir
+from rewardtune.runs.rundir import CHECKPOINTS, FINAL, RunDir
 from rewardtune.training.collective import any_rank
 
 
@@ -88,8 +88,9 @@ class Checkpoints:
             self.value_head,
         )
 
-    def save_final(self, run: RunDir | None) -> Path | None:
-        """The final model folder (``final/``), written by rank 0 from the gathered weights."""
+    def save_final(self, run: RunDir | None, name: str = FINAL) -> Path | None:
+        """The final model folder (``final/``, or ``best/``), written by rank 0 from the
+        gathered weights."""
         self.accelerator.wait_for_everyone()
         weights = distributed.full_state_dict(self.accelerator, self.model)
         path = None
@@ -97,7 +98,8 @@ class Checkpoints:
             path = run.save_final(
                 lambda folder: checkpoint.write_final(
                     folder, self.policy, weights, value_head=self.value_head
-                )
+                ),
+                name,
             )
         self.accelerator.wait_for_everyone()
         return path

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from rewardtune import distributed
-from rewardtune.config import Config
+from rewardtune.config import Config, needed_columns
 from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Advantages, compute_advantages
 from rewardtune.core.tensors import sequence_sum
-from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
+from rewardtune.data.prompts import batch_indices, column_lists, load_prompts, sample_lengths
 from rewardtune.models.policy import Policy, count_parameters, load_policy
 from rewardtune.rewards import WeightedReward, build_reward
 from rewardtune.runs import checkpoint
@@ -82,6 +82,7 @@ class PPOTrainer:
             config.data,
             self.tokenizer,
             max_tokens=self.policy.prompt_budget(config.generation.longest),
+            needs=needed_columns(config),
         )
         self.model, self.optimizer = self._prepare()
         self.kl_coef, self.step_count = self.ppo.init_kl_coef, 0
@@ -140,7 +141,9 @@ class PPOTrainer:
             for i in distributed.contiguous_share(indices, self.rank, self.world)
         ]
         return PromptBatch(
-            query=[p.text for p in prompts], input_ids=[p.input_ids for p in prompts]
+            query=[p.text for p in prompts],
+            input_ids=[p.input_ids for p in prompts],
+            columns=column_lists(prompts),
         )
 
     def generate(
@@ -326,7 +329,7 @@ class PPOTrainer:
                 responses = self.generate(batch.input_ids)
                 texts = self.decode(responses)
                 start = time.perf_counter()
-                scores = self.reward(batch.query, texts)
+                scores = self.reward(batch.query, texts, batch.columns)
                 self.timer.seconds["reward"] = time.perf_counter() - start
                 stats = self.step(batch.input_ids, responses, scores)
                 stats |= reward_terms(self.reward)
