@@ -20,6 +20,7 @@ from rewardtune.config import DataConfig
 from rewardtune.data.prompts import column_lists, load_prompts, shipped_prompt_sets
 from rewardtune.rewards import build_reward
 from rewardtune.rewards.python import PythonReward
+from rewardtune.types import RewardtuneError
 
 HELPERS = Path(__file__).parent / "helpers"
 ANSWERS = {text: f"answer {i}" for i, text in enumerate(sorted(set(CORPUS)))}
@@ -54,6 +55,9 @@ def test_the_split_keeps_each_rows_columns_and_data_columns_selects_them(rows_fi
     assert_aligned([p.text for p in train + held], [p.columns["answer"] for p in train + held])
     chosen = DataConfig(source=str(rows_file), columns=["answer"], eval_fraction=0.2)
     assert all(set(p.columns) == {"answer"} for p in load_prompts(chosen, tokenizer)[0])
+    typo = DataConfig(source=str(rows_file), columns=["answr"])
+    with pytest.raises(RewardtuneError, match="data.columns: 'answr' is not a column of"):
+        load_prompts(typo, tokenizer)
     lists = column_lists(train[:3])
     assert lists["answer"] == [p.columns["answer"] for p in train[:3]]
 

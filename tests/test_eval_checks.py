@@ -27,10 +27,10 @@ def test_pass_and_mean_at_k_of_a_binary_check_resample_prompts():
     texts = (["a"] * 6, ["b"] * 6)
     summary = summarise(ev, before, after, texts, np.zeros(6), np.repeat(np.arange(3), 2))
     rows = {m["name"]: m for m in summary.metrics}
-    assert rows["extra/match/pass@2"]["before"] == pytest.approx(1 / 3)
-    assert rows["extra/match/pass@2"]["after"] == pytest.approx(2 / 3)
-    assert rows["extra/match/mean@2"]["before"] == pytest.approx(1 / 6)
-    assert rows["extra/match/mean@2"]["after"] == pytest.approx(1 / 2)
+    assert rows["extra/match/pass@2"]["before"]["mean"] == pytest.approx(1 / 3)
+    assert rows["extra/match/pass@2"]["after"]["mean"] == pytest.approx(2 / 3)
+    assert rows["extra/match/mean@2"]["before"]["mean"] == pytest.approx(1 / 6)
+    assert rows["extra/match/mean@2"]["after"]["mean"] == pytest.approx(1 / 2)
     assert "extra/score/pass@2" not in rows  # not a 0/1 score
     one = Config(reward=[{"type": "vader"}]).eval
     single = summarise(one, before, after, texts, np.zeros(6))

@@ -168,7 +168,7 @@ def run_dialogsum(name: str, model: Path, data: Path, classifier: Path, tmp_path
     assert summary["toxicity"]["scorer"] == "classifier"
     assert 0.0 <= summary["toxicity"]["before"]["mean"] <= 1.0
     rouge = next(m for m in summary["metrics"] if m["name"] == "extra/rouge")
-    assert 0.0 <= rouge["before"] <= 1.0 and 0.0 <= rouge["after"] <= 1.0
+    assert 0.0 <= rouge["before"]["mean"] <= 1.0 and 0.0 <= rouge["after"]["mean"] <= 1.0
     # the summaries were scored against each dialogue's own reference summary
     rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
     references = {

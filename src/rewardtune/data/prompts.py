@@ -183,7 +183,7 @@ def format_rows(
     if not rows:
         raise RewardtuneError(f"data.source: {cfg.source} has no rows")
     needed = {cfg.column} | (set(template_fields(cfg.template)) - {"text"})
-    _check_selected(cfg, needs or {})
+    _check_selected(cfg, needs or {}, rows)
     texts = []
     for number, row in enumerate(rows, 1):
         missing = sorted(needed - set(row))
@@ -216,7 +216,15 @@ def _row_columns(row: dict, cfg: DataConfig) -> dict:
     return {name: row[name] for name in names if name in row}
 
 
-def _check_selected(cfg: DataConfig, needs: dict[str, str]) -> None:
+def _check_selected(cfg: DataConfig, needs: dict[str, str], rows: list[dict]) -> None:
+    """``data.columns`` names columns of the data and keeps every one a reward reads."""
+    known = set().union(*rows)
+    unknown = [name for name in cfg.columns or [] if name not in known]
+    if unknown:
+        raise RewardtuneError(
+            f"data.columns: {unknown[0]!r} is not a column of {cfg.source} (columns: "
+            f"{', '.join(sorted(known))}); fix the name or remove it"
+        )
     left_out = sorted(set(needs) - set(cfg.columns)) if cfg.columns is not None else []
     if left_out:
         raise RewardtuneError(
