@@ -149,3 +149,12 @@ def test_keep_best_needs_eval_every_and_a_known_metric(tmp_path, tiny_llama, row
         "error: run.keep_best: 'extra/nope' is not a metric of the evaluation during training; "
         "choose one of reward/total, toxicity, extra/match, kl"
     )
+
+
+def test_two_extra_scorers_of_one_type_keep_both_columns():
+    from rewardtune.evaluation.scoring import Scorers
+
+    checks = [{"type": "match", "column": "a"}, {"type": "match", "column": "b"}]
+    cfg = Config(reward=[{"type": "vader"}], eval={"extra_scorers": checks})
+    scores = Scorers.build(cfg.reward, cfg.eval).score(["p"], ["it is 1"], {"a": ["1"], "b": ["2"]})
+    assert scores["extra/match#0"] == [1.0] and scores["extra/match#1"] == [0.0]

@@ -31,6 +31,10 @@ class Scorers:
             (build_scorer(spec, f"eval.extra_scorers.{i}"), spec)
             for i, spec in enumerate(ev.extra_scorers)
         ]
+        names = [scorer.name for scorer, _ in extras]
+        for i, (scorer, _) in enumerate(extras):  # two checks of one type keep both columns
+            if names.count(scorer.name) > 1:
+                scorer.name = f"{scorer.name}#{i}"
         return cls(build_reward(reward_specs), toxicity, extras)
 
     def score(
