@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rewardtune.config import Config, RewardtuneError, load_config, needed_columns
+from rewardtune.config import Config, RewardtuneError, load_config
+from rewardtune.data.columns import needed_columns
 from rewardtune.rewards import build_reward
 from rewardtune.rewards.length import LengthReward, length_penalty
 from rewardtune.rewards.match import extract_answer

@@ -17,7 +17,8 @@ import yaml
 from conftest import CORPUS, policy_tokenizer, run_cli, set_args, tiny_overrides
 from rewardtune import PPOTrainer, load_config
 from rewardtune.config import DataConfig
-from rewardtune.data.prompts import column_lists, load_prompts, shipped_prompt_sets
+from rewardtune.data.columns import column_lists
+from rewardtune.data.prompts import load_prompts, shipped_prompt_sets
 from rewardtune.rewards import build_reward
 from rewardtune.rewards.python import PythonReward
 from rewardtune.types import RewardtuneError
@@ -234,7 +235,7 @@ def test_a_column_a_reward_needs_but_a_row_lacks_is_one_line_and_exit_2(tmp_path
         "(columns: none); add it to that row, or remove the row"
     ]
     assert not (tmp_path / "run" / "checkpoints").exists()
-    left_out = [*args, "--set", "data.columns=[key]"]
+    left_out = [*args, "--set", "data.columns=[text]"]
     result = run_cli("train", str(recipe), *left_out, "--run-dir", str(tmp_path / "run2"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -251,19 +251,6 @@ class Config(Section):
         return yaml.safe_dump(self.public_dump(), sort_keys=False)
 
 
-def needed_columns(cfg: Config) -> dict[str, str]:
-    """Every data column a reward, an extra scorer or the toxicity scorer reads -> the first
-    of them that reads it (``reward.0 (match)``), for the error when a row lacks it."""
-    specs = [(f"reward.{i}", spec) for i, spec in enumerate(cfg.reward)]
-    specs += [(f"eval.extra_scorers.{i}", spec) for i, spec in enumerate(cfg.eval.extra_scorers)]
-    specs += [("eval.toxicity", cfg.eval.toxicity)] if cfg.eval.toxicity is not None else []
-    needs: dict[str, str] = {}
-    for where, spec in specs:
-        for column in sorted(spec.needs_columns()):
-            needs.setdefault(column, f"{where} ({spec.type})")
-    return needs
-
-
 # --- loading -------------------------------------------------------------------------
 
 

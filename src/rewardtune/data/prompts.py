@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardtune.config import DataConfig
+from rewardtune.data.columns import check_needs, check_selected, row_columns
 from rewardtune.text import template_fields
 from rewardtune.types import Prompt, RewardtuneError
 
@@ -183,7 +184,7 @@ def format_rows(
     if not rows:
         raise RewardtuneError(f"data.source: {cfg.source} has no rows")
     needed = {cfg.column} | (set(template_fields(cfg.template)) - {"text"})
-    _check_selected(cfg, needs or {}, rows)
+    check_selected(cfg, needs or {}, rows)
     texts = []
     for number, row in enumerate(rows, 1):
         missing = sorted(needed - set(row))
@@ -198,8 +199,8 @@ def format_rows(
             continue
         if len(value) < cfg.min_chars or (cfg.max_chars and len(value) > cfg.max_chars):
             continue
-        columns = _row_columns(row, cfg)
-        _check_needs(columns, needs or {}, number, cfg.source)
+        columns = row_columns(row, cfg)
+        check_needs(columns, needs or {}, number, cfg.source)
         texts.append((cfg.template.format(**{**row, "text": value}), columns))
     if not texts:
         raise RewardtuneError(
@@ -207,47 +208,6 @@ def format_rows(
             f"(min_chars={cfg.min_chars}, max_chars={cfg.max_chars}); widen it"
         )
     return texts
-
-
-def _row_columns(row: dict, cfg: DataConfig) -> dict:
-    """The fields of ``row`` that travel with its prompt: ``data.columns`` (default: every
-    field but the prompt column)."""
-    names = cfg.columns if cfg.columns is not None else [k for k in row if k != cfg.column]
-    return {name: row[name] for name in names if name in row}
-
-
-def _check_selected(cfg: DataConfig, needs: dict[str, str], rows: list[dict]) -> None:
-    """``data.columns`` names columns of the data and keeps every one a reward reads."""
-    known = set().union(*rows)
-    unknown = [name for name in cfg.columns or [] if name not in known]
-    if unknown:
-        raise RewardtuneError(
-            f"data.columns: {unknown[0]!r} is not a column of {cfg.source} (columns: "
-            f"{', '.join(sorted(known))}); fix the name or remove it"
-        )
-    left_out = sorted(set(needs) - set(cfg.columns)) if cfg.columns is not None else []
-    if left_out:
-        raise RewardtuneError(
-            f"data.columns leaves out {left_out[0]!r}, which {needs[left_out[0]]} reads; add it "
-            "to data.columns (or drop data.columns to keep every column)"
-        )
-
-
-def _check_needs(columns: dict, needs: dict[str, str], number: int, source: str) -> None:
-    missing = sorted(name for name in needs if columns.get(name) is None)
-    if missing:
-        raise RewardtuneError(
-            f"data: row {number} of {source} has no column {missing[0]!r}, which "
-            f"{needs[missing[0]]} reads (columns: {', '.join(sorted(columns)) or 'none'}); add "
-            "it to that row, or remove the row"
-        )
-
-
-def column_lists(prompts: list[Prompt]) -> dict[str, list]:
-    """The prompts' columns as a reward takes them: name -> one value per prompt (None where
-    a prompt's row lacks it)."""
-    names = list(dict.fromkeys(name for p in prompts for name in p.columns))
-    return {name: [p.columns.get(name) for p in prompts] for name in names}
 
 
 def tokenize_prompt(

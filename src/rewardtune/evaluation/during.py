@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from rewardtune.config import Config
-from rewardtune.data.prompts import column_lists
+from rewardtune.data.columns import column_lists
 from rewardtune.distributed import full_parameters, gather_objects, strided_share
 from rewardtune.evaluation.eval_sets import eval_sets
 from rewardtune.evaluation.metrics import REWARD_TOTAL, TOXICITY

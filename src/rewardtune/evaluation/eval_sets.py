@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewardtune.config import Config, DataConfig, needed_columns
+from rewardtune.config import Config, DataConfig
+from rewardtune.data.columns import needed_columns
 from rewardtune.data.prompts import (
     PromptSplit,
     fit_prompts,

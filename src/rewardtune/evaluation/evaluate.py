@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardtune.config import Config, EvalConfig, load_config
-from rewardtune.data.prompts import column_lists
+from rewardtune.data.columns import column_lists
 from rewardtune.distributed import full_parameters, gather_objects, process_state, strided_share
 from rewardtune.evaluation.eval_sets import EvalSet, eval_sets
 from rewardtune.evaluation.metrics import Measured, sample_measures

@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from rewardtune import distributed
-from rewardtune.config import Config, needed_columns
+from rewardtune.config import Config
 from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Advantages, compute_advantages
 from rewardtune.core.tensors import sequence_sum
-from rewardtune.data.prompts import batch_indices, column_lists, load_prompts, sample_lengths
+from rewardtune.data.columns import column_lists, needed_columns
+from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
 from rewardtune.models.policy import Policy, count_parameters, load_policy
 from rewardtune.rewards import WeightedReward, build_reward
 from rewardtune.runs import checkpoint
@@ -78,12 +79,7 @@ class PPOTrainer:
             self.policy.module.v_head.requires_grad_(False)
         self.run = run_dir if self.is_main else None
         self.run_path = run_dir.path if run_dir is not None else None  # every rank knows it
-        self.train_prompts, self.eval_prompts = load_prompts(
-            config.data,
-            self.tokenizer,
-            max_tokens=self.policy.prompt_budget(config.generation.longest),
-            needs=needed_columns(config),
-        )
+        self.train_prompts, self.eval_prompts = self._load_prompts(config)
         self.model, self.optimizer = self._prepare()
         self.kl_coef, self.step_count = self.ppo.init_kl_coef, 0
         self.eos_ids = self.policy.eos_token_ids(config.data.chat)
@@ -105,6 +101,12 @@ class PPOTrainer:
         self.sampler = rollout_lib.Sampler()  # engine state (CUDA graphs) lives across steps
         self.parameters = count_parameters(self.policy)
         self.last_stats: dict[str, float] = {}  # the last step()'s stats
+
+    def _load_prompts(self, config: Config) -> tuple[list[Prompt], list[Prompt]]:
+        """(train, held-out) prompts with their rows' columns (checked: rewards.needs_columns)"""
+        budget = self.policy.prompt_budget(config.generation.longest)
+        needs = needed_columns(config)
+        return load_prompts(config.data, self.tokenizer, max_tokens=budget, needs=needs)
 
     def _prepare(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         """AdamW on the trainable parameters; both wrapped for this process (DDP, ZeRO, ...)."""
