@@ -4,10 +4,13 @@ met against all-or-nothing; malformed constraints named by row and kind; the shi
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
+from conftest import run_cli, set_args, tiny_overrides
 from rewardtune.config import load_config
 from rewardtune.rewards import build_scorer
 from rewardtune.rewards.constraints import (
@@ -187,3 +190,73 @@ def test_shipped_sets_are_valid_and_the_unseen_combinations_are_new():
     assert not {kinds(r) for r in unseen} & {kinds(r) for r in train}
     assert {k for r in unseen for k in kinds(r)} <= {k for r in train for k in kinds(r)}
     assert not {r["text"] for r in unseen} & {r["text"] for r in train}
+
+
+def tiny_recipe_args(model: Path, source: str = "constraints") -> list[str]:
+    """smollm2-constraints on the tiny llama: one step of one prompt x 4, 2 eval prompts x 2."""
+    extra = {
+        "data.source": source,
+        "data.chat": "false",  # the tiny tokenizer has no chat template
+        "eval.forms": "[plain]",
+        "ppo.batch_size": 4,
+        "ppo.mini_batch_size": 4,
+        "eval.samples_per_prompt": 2,
+        "eval.batch_size": 4,
+        "run.save_every": 0,
+    }
+    return set_args(tiny_overrides(model, Path(source), steps=1, **extra))
+
+
+def scored_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_recipe_trains_and_scores_held_out_and_unseen_prompts(tmp_path, tiny_llama):
+    run = tmp_path / "run"
+    result = run_cli(
+        "train", "smollm2-constraints", "--run-dir", str(run), *tiny_recipe_args(tiny_llama)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((run / "eval.json").read_text())
+    (unseen,) = summary["sections"]
+    assert unseen["prompts"] == "constraints-unseen"
+    rows = {r["text"]: r["constraints"] for r in shipped_rows("constraints")}
+    rows |= {r["text"]: r["constraints"] for r in shipped_rows("constraints-unseen")}
+    for file in ("eval.jsonl", "eval_sections.jsonl"):
+        for sample in scored_rows(run / file):  # each response scored against its own row
+            found = constraints_met(parse_constraints(rows[sample["prompt"]], "t"), sample["after"])
+            scores = sample["scores_after"]
+            assert scores["reward/total"] == scores["extra/constraints"] == sum(found) / len(found)
+            assert scores["extra/constraints_all"] == float(all(found))
+    names = {m["name"] for m in unseen["summary"]["metrics"]}
+    assert {"reward/total", "extra/constraints", "extra/constraints_all", "extra/vader"} <= names
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        pytest.param(
+            {"text": "Say hi.", "constraints": [{"kind": "shouting"}]},
+            "unknown constraint kind 'shouting'",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="needs a hook that hands a reward its column's values before training "
+                "(ConstraintsReward.validate); until then a bad row fails when first sampled",
+            ),
+        ),
+        ({"text": "Say hi."}, "row 2 of .* has no column 'constraints'"),
+    ],
+)
+def test_a_malformed_or_missing_constraint_is_one_line_and_exit_2(
+    tmp_path, tiny_llama, row, message
+):
+    good = {"text": "Say hello to me.", "constraints": [{"kind": "lowercase"}]}
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [good, row] + [good] * 6))
+    args = tiny_recipe_args(tiny_llama, str(data)) + set_args(
+        ["eval.enabled=false", "eval.prompt_sets=[]"]
+    )
+    result = run_cli("train", "smollm2-constraints", "--run-dir", str(tmp_path / "run"), *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.search(message, last) and "Traceback" not in result.stderr, last

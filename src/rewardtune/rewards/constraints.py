@@ -83,9 +83,8 @@ class ConstraintsReward:
             )
         scores = []
         for number, (value, response) in enumerate(zip(values, responses, strict=True), 1):
-            met = constraints_met(
-                parse_constraints(value, f"{self.column!r} of row {number}"), response
-            )
+            where = f"{self.where}: {self.column!r} of the row of response {number} of this batch"
+            met = constraints_met(parse_constraints(value, where), response)
             share = sum(met) / len(met)
             scores.append(share if self.mode == "share" else float(all(met)))
         return scores
