@@ -28,6 +28,7 @@ import torch
 
 from rewardtune import PPOTrainer, load_config
 from rewardtune.evaluation.evaluate import evaluate_run
+from rewardtune.models import enable_cpu_fast_paths
 from rewardtune.runs.rundir import RunDir
 from rewardtune.training.signals import Interrupted
 
@@ -116,6 +117,7 @@ def print_table(rows: list[dict], seconds: float) -> None:
 
 
 def main() -> None:
+    enable_cpu_fast_paths()  # as the rewardtune command does: the timings measure what it runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=8.0, help="training wall time each")
     parser.add_argument("--k", type=int, default=4, help="samples per prompt for rloo and grpo")

@@ -70,6 +70,7 @@ from pathlib import Path
 import torch
 
 from rewardtune import PPOTrainer, load_config
+from rewardtune.models import enable_cpu_fast_paths
 
 W1_PROMPTS = [
     "The restaurant on the corner",
@@ -126,13 +127,16 @@ def timed_step(
     """
     synchronize()
     start = time.perf_counter()
-    responses = trainer.generate(queries)
+    with trainer.sampling_rng():  # the draws of the classic generate(), as a record
+        generation = trainer.sample(queries)
+    responses = generation.responses
     synchronize()
     t_gen = time.perf_counter()
     scores = reward(responses, trainer.decode(responses))
     t_reward = time.perf_counter()
-    trainer._timings["reward"] = t_reward - t_gen  # so throughput/* counts the reward too
-    stats = trainer.step(queries, responses, scores)
+    # the sampling passes' logprobs and values travel with the generation; the reward's
+    # seconds are passed so that throughput/* counts the reward too
+    stats = trainer.ppo_step(queries, generation, scores, reward_seconds=t_reward - t_gen).to_dict()
     synchronize()
     end = time.perf_counter()
     return {
@@ -570,6 +574,7 @@ def print_w2(results: dict[str, dict], shape: W2Shape, peak: float | None, smoke
 
 
 def main() -> None:
+    enable_cpu_fast_paths()  # as the rewardtune command does: the timings measure what it runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="W1", choices=["W1", "W2"])
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")

@@ -38,7 +38,7 @@ from ppo_step import (
     w2_update_flops,
 )
 from rewardtune import PPOTrainer
-from rewardtune.models import load_policy
+from rewardtune.models import enable_cpu_fast_paths, load_policy
 
 
 def profiled_update(trainer: PPOTrainer):
@@ -83,6 +83,7 @@ def report(holder: dict, top: int) -> None:
 
 
 def main() -> None:
+    enable_cpu_fast_paths()  # as the rewardtune command does: the timings measure what it runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mini-batches", nargs="+", type=int, default=[16, 64])
     parser.add_argument("--steps", type=int, default=2, help="timed steps before the profiled one")

@@ -41,7 +41,7 @@ from ppo_step import (
     w2_steps,
 )
 from rewardtune import PPOTrainer
-from rewardtune.models import load_policy
+from rewardtune.models import enable_cpu_fast_paths, load_policy
 
 
 def cell(policy, prompts: Path, engine: str, batch: int, length: int, steps: int) -> dict:
@@ -126,6 +126,7 @@ def device_name() -> str:
 
 
 def main() -> None:
+    enable_cpu_fast_paths()  # as the rewardtune command does: the timings measure what it runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", nargs="+", default=["fast", "hf"])
     parser.add_argument("--batches", nargs="+", type=int, default=[8, 16, 32, 64])

@@ -15,7 +15,7 @@ import torch
 from torch.testing import assert_close
 
 from rewardtune.core import advantages as adv
-from rewardtune.core import ppo as core
+from rewardtune.core import ppo
 from rewardtune.core.tensors import masked_whiten
 
 SCORES = torch.tensor([1.0, 2.0, 3.0, 0.0, 0.0, 6.0], dtype=torch.float64)
@@ -129,8 +129,8 @@ def test_reinforce_pp_keeps_the_per_token_kl_in_the_returns():
 
 def test_gae_dispatch_is_todays_value_head_gae_whitened():
     out = dispatch("gae")
-    rewards, _ = core.shape_rewards(SCORES, 0.5 * MASK.double(), 0.2, MASK)
-    advantages, returns = core.gae(VALUES, rewards, MASK, 1.0, 0.95)
+    rewards, _ = ppo.shape_rewards(SCORES, 0.5 * MASK.double(), 0.2, MASK)
+    advantages, returns = ppo.gae(VALUES, rewards, MASK, 1.0, 0.95)
     assert_close(out.advantages, masked_whiten(advantages, MASK))
     assert_close(out.returns, returns)
 

@@ -10,8 +10,8 @@ import pytest
 
 from rewardtune.config import load_config
 from rewardtune.evaluation import metrics
-from rewardtune.evaluation.records import EvalRow, EvalSection, EvalSummary
 from rewardtune.evaluation.summary import summarise
+from rewardtune.runs.eval_records import EvalRow, EvalSection, EvalSummary
 from rewardtune.runs.rundir import RUN_INFO, RunDir
 from rewardtune.types import RewardtuneError
 

@@ -43,7 +43,7 @@ def test_summary_prints_brackets_and_escapes_in_model_text_literally():
     from rich.console import Console
 
     from rewardtune.evaluation.console import print_summary
-    from rewardtune.evaluation.records import EvalRow, EvalSummary
+    from rewardtune.runs.eval_records import EvalRow, EvalSummary
     from test_report import _eval_summary
 
     rows = [
@@ -241,15 +241,15 @@ def test_markdown_report_escapes_links_images_and_html_in_model_text(tmp_path):
 def test_nan_weights_are_never_written_and_the_last_good_checkpoint_stays(tmp_path, tiny_llama):
     from rewardtune.config import ModelConfig
     from rewardtune.models import load_policy
-    from rewardtune.runs import checkpoint
+    from rewardtune.runs import checkpoints
 
     policy = load_policy(ModelConfig(name=str(tiny_llama)), "cpu")
     run = RunDir.create(tmp_path / "run", config().to_yaml())
 
     def write(step):
         state = policy.module.state_dict()
-        return lambda folder: checkpoint.write_checkpoint(
-            folder, policy, state, {}, checkpoint.TrainerState(step, 0.2)
+        return lambda folder: checkpoints.write_checkpoint(
+            folder, policy, state, {}, checkpoints.TrainerState(step, 0.2)
         )
 
     run.save_checkpoint(1, write(1), keep=2)
@@ -260,7 +260,7 @@ def test_nan_weights_are_never_written_and_the_last_good_checkpoint_stays(tmp_pa
         run.save_checkpoint(2, write(2), keep=2)
     assert [p.name for p in run.checkpoints()] == ["step-1"]
     with pytest.raises(RewardtuneError, match="became NaN/Inf"):
-        run.save_final(lambda folder: checkpoint.write_final(folder, policy))
+        run.save_final(lambda folder: checkpoints.write_final(folder, policy))
     assert not run.final_dir.exists()
 
 

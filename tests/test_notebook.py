@@ -63,7 +63,7 @@ def test_trainer_summary_and_html_show_model_reward_steps_and_last_stats(tiny_lo
 
 def test_train_with_progress_true_runs_a_live_bar_to_the_last_step(tiny_load_config, monkeypatch):
     from rewardtune.training import trainer as trainer_module
-    from rewardtune.training.progress import StepProgress
+    from rewardtune.training.progress_bar import StepProgress
 
     finished = []
 
@@ -87,7 +87,7 @@ def test_the_progress_bar_draws_into_a_jupyter_output_widget(monkeypatch):
 
     from rich.console import Console
 
-    from rewardtune.training.progress import StepProgress
+    from rewardtune.training.progress_bar import StepProgress
 
     shown: list[str] = []
 

@@ -1,4 +1,4 @@
-"""The PPO math of `ppo/core.py`, checked against numbers worked out by hand.
+"""The PPO math of `ppo/ppo.py`, checked against numbers worked out by hand.
 
 Every expected value carries its arithmetic in a comment; none is produced by a second
 implementation of the same formula. Masks: 1 = real token; responses are right-padded.
@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rewardtune.core import ppo as core
-from rewardtune.core import tensors
+from rewardtune.core import ppo, tensors
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -151,13 +150,13 @@ KL_REF_LOGPROBS = t([math.log(0.25), math.log(0.5), math.log(0.5)])
     ],
 )
 def test_kl_penalty_estimators_match_hand_values(estimator, expected):
-    result = core.kl_penalty(KL_LOGPROBS, KL_REF_LOGPROBS, estimator)
+    result = ppo.kl_penalty(KL_LOGPROBS, KL_REF_LOGPROBS, estimator)
     assert_close(result, t(*expected))
 
 
 def test_kl_penalty_hand_values_written_out_numerically():
-    mse = core.kl_penalty(KL_LOGPROBS, KL_REF_LOGPROBS, "mse")
-    low_var = core.kl_penalty(KL_LOGPROBS, KL_REF_LOGPROBS, "low_var")
+    mse = ppo.kl_penalty(KL_LOGPROBS, KL_REF_LOGPROBS, "mse")
+    low_var = ppo.kl_penalty(KL_LOGPROBS, KL_REF_LOGPROBS, "low_var")
     assert mse[0].item() == pytest.approx(0.2402265, abs=1e-7)  # 0.5 * 0.6931472^2
     assert low_var[0].item() == pytest.approx(0.1931472, abs=1e-7)  # 0.5 - 1 + 0.6931472
     assert low_var[1].item() == pytest.approx(0.3068528, abs=1e-7)  # 2 - 1 - 0.6931472
@@ -167,53 +166,53 @@ def test_low_var_kl_is_non_negative_and_bounded_on_random_log_ratios():
     generator = torch.Generator().manual_seed(1)
     logprobs = torch.randn(4, 9, generator=generator) * 3
     ref_logprobs = torch.randn(4, 9, generator=generator) * 3
-    k3 = core.kl_penalty(logprobs, ref_logprobs, "low_var")
+    k3 = ppo.kl_penalty(logprobs, ref_logprobs, "low_var")
     assert (k3 >= 0).all()
     assert (k3 <= 10).all()
 
 
 def test_low_var_kl_is_clamped_when_the_policy_drifts_far():
     # r = -30: -r clamped to 20 -> exp(20) - 1 - 20 ~ 4.85e8, then clamped to 10
-    k3 = core.kl_penalty(t([-30.0]), t([0.0]), "low_var")
+    k3 = ppo.kl_penalty(t([-30.0]), t([0.0]), "low_var")
     assert k3.item() == 10.0
 
 
 def test_kl_penalty_rejects_an_unknown_estimator():
     with pytest.raises(ValueError, match="k2"):
-        core.kl_penalty(KL_LOGPROBS, KL_REF_LOGPROBS, "k2")
+        ppo.kl_penalty(KL_LOGPROBS, KL_REF_LOGPROBS, "k2")
 
 
 def test_adaptive_kl_update_clips_the_error_above_at_plus_0_2():
     # 9 / 6 - 1 = 0.5 -> clipped to 0.2; 0.2 * (1 + 0.2 * 16 / 10000) = 0.2 * 1.00032 = 0.200064
-    new = core.adaptive_kl_update(0.2, current_kl=9.0, target_kl=6.0, n_steps=16, horizon=10000)
+    new = ppo.adaptive_kl_update(0.2, current_kl=9.0, target_kl=6.0, n_steps=16, horizon=10000)
     assert new == pytest.approx(0.200064, rel=1e-12)
 
 
 def test_adaptive_kl_update_clips_the_error_below_at_minus_0_2():
     # 3 / 6 - 1 = -0.5 -> clipped to -0.2; 0.2 * (1 - 0.2 * 16 / 10000) = 0.2 * 0.99968 = 0.199936
-    new = core.adaptive_kl_update(0.2, current_kl=3.0, target_kl=6.0, n_steps=16, horizon=10000)
+    new = ppo.adaptive_kl_update(0.2, current_kl=3.0, target_kl=6.0, n_steps=16, horizon=10000)
     assert new == pytest.approx(0.199936, rel=1e-12)
 
 
 def test_adaptive_kl_update_uses_the_unclipped_error_inside_the_band():
     # 6.6 / 6 - 1 = 0.1 (inside +-0.2); 0.2 * (1 + 0.1 * 16 / 10000) = 0.2 * 1.00016 = 0.200032
-    new = core.adaptive_kl_update(0.2, current_kl=6.6, target_kl=6.0, n_steps=16, horizon=10000)
+    new = ppo.adaptive_kl_update(0.2, current_kl=6.6, target_kl=6.0, n_steps=16, horizon=10000)
     assert new == pytest.approx(0.200032, rel=1e-12)
     # on target: error 0 -> beta unchanged
-    assert core.adaptive_kl_update(0.2, 6.0, 6.0, 16, 10000) == pytest.approx(0.2, rel=1e-15)
+    assert ppo.adaptive_kl_update(0.2, 6.0, 6.0, 16, 10000) == pytest.approx(0.2, rel=1e-15)
 
 
 def test_scale_scores_scales_then_clips_symmetrically():
     scores = t(1.0, -3.0, 0.5)
     # * 2 -> 2, -6, 1; clip to [-4, 4] -> 2, -4, 1
-    assert_close(core.scale_scores(scores, 2.0, 4.0), t(2.0, -4.0, 1.0))
+    assert_close(ppo.scale_scores(scores, 2.0, 4.0), t(2.0, -4.0, 1.0))
     # clip 1.5 -> 1.5, -1.5, 1
-    assert_close(core.scale_scores(scores, 2.0, 1.5), t(1.5, -1.5, 1.0))
+    assert_close(ppo.scale_scores(scores, 2.0, 1.5), t(1.5, -1.5, 1.0))
 
 
 def test_scale_scores_without_clip_only_scales():
     # * 2 -> 2, -6, 1
-    assert_close(core.scale_scores(t(1.0, -3.0, 0.5), 2.0, None), t(2.0, -6.0, 1.0))
+    assert_close(ppo.scale_scores(t(1.0, -3.0, 0.5), 2.0, None), t(2.0, -6.0, 1.0))
 
 
 def test_shape_rewards_adds_score_at_last_real_token_of_right_padded_responses():
@@ -221,7 +220,7 @@ def test_shape_rewards_adds_score_at_last_real_token_of_right_padded_responses()
     # KL on padding (9, 7, 7) must not leak into the rewards
     kl = t([0.5, 1.0, 2.0, 9.0], [1.0, 7.0, 7.0, 7.0], [0.0, 0.0, 0.0, 0.0])
     mask = t([1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1])
-    rewards, non_score = core.shape_rewards(scores, kl, kl_coef=0.1, mask=mask)
+    rewards, non_score = ppo.shape_rewards(scores, kl, kl_coef=0.1, mask=mask)
     # non-score = -0.1 * kl on real tokens: -0.05, -0.1, -0.2 | -0.1 | 0, 0, 0, 0
     assert_close(non_score, t([-0.05, -0.1, -0.2, 0.0], [-0.1, 0, 0, 0], [0.0, 0, 0, 0]))
     # score at the last real token: -0.2 + 1 = 0.8 (t=2); -0.1 + 2 = 1.9 (t=0); 0 + 3 = 3 (t=3)
@@ -230,7 +229,7 @@ def test_shape_rewards_adds_score_at_last_real_token_of_right_padded_responses()
 
 def test_gae_matches_hand_computed_two_step_episode():
     values, rewards, mask = t([[0.5, 0.8]]), t([[0.0, 1.0]]), t([[1, 1]])
-    advantages, returns = core.gae(values, rewards, mask, gamma=1.0, lam=1.0)
+    advantages, returns = ppo.gae(values, rewards, mask, gamma=1.0, lam=1.0)
     # t=1: delta = 1 + 1 * 0 - 0.8 = 0.2, A_1 = 0.2
     # t=0: delta = 0 + 1 * 0.8 - 0.5 = 0.3, A_0 = 0.3 + 1 * 1 * 0.2 = 0.5
     assert_close(advantages, t([[0.5, 0.2]]))
@@ -240,7 +239,7 @@ def test_gae_matches_hand_computed_two_step_episode():
 
 def test_gae_matches_hand_computed_discounted_episode():
     values, rewards, mask = t([[1.0, 2.0, 4.0]]), t([[1.0, 0.0, 2.0]]), t([[1, 1, 1]])
-    advantages, returns = core.gae(values, rewards, mask, gamma=0.5, lam=0.5)
+    advantages, returns = ppo.gae(values, rewards, mask, gamma=0.5, lam=0.5)
     # gamma * lam = 0.25
     # t=2: delta = 2 + 0.5 * 0 - 4 = -2,  A_2 = -2
     # t=1: delta = 0 + 0.5 * 4 - 2 = 0,   A_1 = 0 + 0.25 * -2 = -0.5
@@ -255,7 +254,7 @@ def test_gae_on_batch_of_two_lengths_zeroes_padding_and_ignores_its_values():
     values = t([0.5, 0.8, 9.0], [1.0, 2.0, 4.0])
     rewards = t([0.0, 1.0, 5.0], [1.0, 0.0, 2.0])
     mask = t([1, 1, 0], [1, 1, 1])
-    advantages, returns = core.gae(values, rewards, mask, gamma=0.5, lam=0.5)
+    advantages, returns = ppo.gae(values, rewards, mask, gamma=0.5, lam=0.5)
     # row 0: t=1: delta = 1 + 0.5 * 0 - 0.8 = 0.2 (V after the end is 0, not 9), A_1 = 0.2
     #        t=0: delta = 0 + 0.5 * 0.8 - 0.5 = -0.1, A_0 = -0.1 + 0.25 * 0.2 = -0.05
     #        returns: -0.05 + 0.5 = 0.45, 0.2 + 0.8 = 1.0, padding 0
@@ -274,7 +273,7 @@ def test_policy_loss_clips_ratio_outside_range_for_both_advantage_signs():
     mask = t([1, 1, 1, 1, 1, 0])  # the last token (ratio 3, A = 100) is padding
     old_logprobs = torch.full((6,), -1.0, dtype=torch.float64)
     logprobs = old_logprobs + t([math.log(r) for r in ratios])
-    loss, clipfrac, approxkl = core.policy_loss(
+    loss, clipfrac, approxkl = ppo.policy_loss(
         logprobs[None], old_logprobs[None], advantages[None], mask[None], cliprange
     )
     # per token max(-A r, -A clip(r)):
@@ -296,7 +295,7 @@ def test_policy_loss_at_ratio_one_is_minus_mean_advantage_with_no_clipping():
     logprobs = t([-0.3, -2.0, -1.0])
     advantages = t([1.0, -3.0, 8.0])
     mask = t([1, 1, 0])
-    loss, clipfrac, approxkl = core.policy_loss(logprobs, logprobs, advantages, mask, 0.2)
+    loss, clipfrac, approxkl = ppo.policy_loss(logprobs, logprobs, advantages, mask, 0.2)
     # r = 1 everywhere: -(1 - 3) / 2 = 1
     assert loss.item() == pytest.approx(1.0, rel=1e-12)
     assert clipfrac.item() == 0.0
@@ -307,7 +306,7 @@ def test_value_loss_is_half_squared_error_when_values_stay_within_clip_range():
     old_values = t([1.0, 1.0])
     values = t([1.125, 0.875])  # moved 0.125 < 0.25
     returns = t([2.0, 0.0])
-    loss, clipfrac = core.value_loss(values, old_values, returns, t([1, 1]), cliprange_value=0.25)
+    loss, clipfrac = ppo.value_loss(values, old_values, returns, t([1, 1]), cliprange_value=0.25)
     # 0.5 * ((1.125 - 2)^2 + (0.875 - 0)^2) / 2 = 0.5 * (0.765625 + 0.765625) / 2 = 0.3828125
     assert loss.item() == pytest.approx(0.3828125, rel=1e-12)
     assert clipfrac.item() == 0.0
@@ -318,7 +317,7 @@ def test_value_loss_takes_the_larger_of_clipped_and_unclipped_error():
     values = t([1.5, 1.5, 0.5, 10.0])  # clipped to 1.25, 1.25, 0.75; last token is padding
     returns = t([0.0, 2.0, 0.0, -10.0])
     mask = t([1, 1, 1, 0])
-    loss, clipfrac = core.value_loss(values, old_values, returns, mask, cliprange_value=0.25)
+    loss, clipfrac = ppo.value_loss(values, old_values, returns, mask, cliprange_value=0.25)
     # token 0: unclipped (1.5 - 0)^2 = 2.25, clipped (1.25 - 0)^2 = 1.5625 -> 2.25
     # token 1: unclipped (1.5 - 2)^2 = 0.25, clipped (1.25 - 2)^2 = 0.5625 -> 0.5625 (clipped)
     # token 2: unclipped (0.5 - 0)^2 = 0.25, clipped (0.75 - 0)^2 = 0.5625 -> 0.5625 (clipped)
@@ -343,10 +342,10 @@ def test_sequence_sum_adds_only_real_tokens_per_response():
 
 def test_should_stop_early_only_when_approxkl_exceeds_one_and_a_half_times_the_target():
     # target 0.1: the line is 1.5 * 0.1 = 0.15, and only exceeding it stops (classic TRL)
-    assert not core.should_stop_early(0.10, 0.1)
-    assert not core.should_stop_early(0.15, 0.1)
-    assert core.should_stop_early(0.1501, 0.1)
-    assert not core.should_stop_early(0.0, 1e-9)
+    assert not ppo.should_stop_early(0.10, 0.1)
+    assert not ppo.should_stop_early(0.15, 0.1)
+    assert ppo.should_stop_early(0.1501, 0.1)
+    assert not ppo.should_stop_early(0.0, 1e-9)
 
 
 def test_mean_ratio_averages_pi_over_pi_old_on_real_tokens_only():
@@ -354,14 +353,14 @@ def test_mean_ratio_averages_pi_over_pi_old_on_real_tokens_only():
     old = t([[0.0, 0.0, 0.0], [-1.0, -2.0, 0.0]])
     mask = t([[1, 1, 0], [1, 0, 0]])
     # ratios on real tokens: e^ln2 = 2, e^0 = 1, e^(ln3 - 1 + 1) = 3 -> (2 + 1 + 3) / 3 = 2
-    assert core.mean_ratio(logprobs, old, mask).item() == pytest.approx(2.0, rel=1e-12)
+    assert ppo.mean_ratio(logprobs, old, mask).item() == pytest.approx(2.0, rel=1e-12)
 
 
 def test_should_skip_minibatch_above_the_ratio_threshold_and_never_when_off():
-    assert core.should_skip_minibatch(2.0, 1.5)
-    assert not core.should_skip_minibatch(1.5, 1.5)  # equal is not above
-    assert not core.should_skip_minibatch(0.9, 1.5)
-    assert not core.should_skip_minibatch(1e9, None)
+    assert ppo.should_skip_minibatch(2.0, 1.5)
+    assert not ppo.should_skip_minibatch(1.5, 1.5)  # equal is not above
+    assert not ppo.should_skip_minibatch(0.9, 1.5)
+    assert not ppo.should_skip_minibatch(1e9, None)
 
 
 def test_explained_variance_of_perfect_critic_is_one():
@@ -369,7 +368,7 @@ def test_explained_variance_of_perfect_critic_is_one():
     values = t([1.0, 2.0, 4.0, 50.0])  # wrong only on padding
     mask = t([1, 1, 1, 0])
     # Var[R - V] = 0 on real tokens -> 1 - 0 / Var[R] = 1
-    assert core.explained_variance(values, returns, mask) == pytest.approx(1.0, abs=1e-12)
+    assert ppo.explained_variance(values, returns, mask) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_explained_variance_matches_hand_value_for_imperfect_critic():
@@ -377,13 +376,13 @@ def test_explained_variance_matches_hand_value_for_imperfect_critic():
     # Var[R] = ((-1)^2 + 0 + 1^2) / 2 = 1
     # R - V = 0, 0, 1: mean 1/3; ((1/3)^2 + (1/3)^2 + (2/3)^2) / 2 = (6/9) / 2 = 1/3
     # 1 - (1/3) / 1 = 2/3
-    assert core.explained_variance(values, returns, mask) == pytest.approx(2 / 3, rel=1e-12)
+    assert ppo.explained_variance(values, returns, mask) == pytest.approx(2 / 3, rel=1e-12)
     # a constant critic explains nothing: Var[R - c] = Var[R] -> 0
-    assert core.explained_variance(t([7.0] * 3), returns, mask) == pytest.approx(0.0, abs=1e-12)
+    assert ppo.explained_variance(t([7.0] * 3), returns, mask) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_explained_variance_of_constant_returns_is_nan():
-    assert math.isnan(core.explained_variance(t([1.0, 2.0]), t([3.0, 3.0]), t([1, 1])))
+    assert math.isnan(ppo.explained_variance(t([1.0, 2.0]), t([3.0, 3.0]), t([1, 1])))
 
 
 def test_is_finite_rejects_nan_and_inf_in_tensors_and_floats():

@@ -68,9 +68,10 @@ try:
     load_config(sys.argv[1], ["reward.0.per=0"])
 except RewardtuneError as err:
     refused = str(err)
+scored = reward.score(["p", "p"], ["ab", "abcd"])
 print(json.dumps({
-    "scores": reward(["p", "p"], ["ab", "abcd"]),
-    "terms": reward.last_terms,
+    "scores": scored.total,
+    "terms": scored.terms,
     "report": describe_term(cfg.public_dump()["reward"][0]),
     "refused": refused,
     "in_schema": '"length"' in json_schema(),

@@ -1,4 +1,4 @@
-"""The trainer's parts on their own: typed minibatches, means over processes, the timer, the
+"""The trainer's parts on their own: typed minibatches, means over processes, the step's timing, the
 save schedule."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from rewardtune.config import RunConfig
-from rewardtune.training import checkpointing
-from rewardtune.training.checkpointing import Checkpoints
-from rewardtune.training.collective import any_rank, global_mean
-from rewardtune.training.timing import StepTimer
+from rewardtune.distributed import any_rank, global_mean
+from rewardtune.runs import checkpoints
+from rewardtune.runs.checkpoints import TrainerCheckpoints
+from rewardtune.training.step_stats import timing_stats
 from rewardtune.types import Minibatch, Rollout
 
 ONE_PROCESS = types.SimpleNamespace(device="cpu", num_processes=1)
@@ -52,23 +52,21 @@ def test_global_mean_leaves_out_invalid_samples_and_is_zero_when_none_is_valid()
     assert any_rank(ONE_PROCESS, True) and not any_rank(ONE_PROCESS, False)
 
 
-def test_step_timer_sums_a_stage_until_cleared():
-    timer = StepTimer()
-    timer.add("rollout", 1.5)
-    timer.add("rollout", 0.25)
-    timer.seconds["reward"] = 2.0  # what a classic loop (benchmarks/ppo_step.py) sets
-    assert timer.get("rollout") == 1.75 and timer.get("reward") == 2.0
-    assert timer.get("update") == 0.0
-    timer.clear()
-    assert timer.seconds == {}
+def test_step_timing_is_passed_explicitly_and_throughput_counts_every_stage():
+    # the seconds of each stage travel in the records (Generation.seconds, reward_seconds);
+    # a stage not measured counts 0 (a classic loop that does not time its reward)
+    timing = timing_stats(1.75, 2.0, 0.25, n_samples=8, length=5.0)
+    assert (timing.time_rollout, timing.time_reward, timing.time_update) == (1.75, 2.0, 0.25)
+    assert timing.samples_per_s == 2.0 and timing.tokens_per_s == 10.0
+    assert timing_stats(1.0, 0.0, 1.0, 4, 1.0).time_reward == 0.0
 
 
 def test_a_save_is_due_every_save_every_steps_or_after_save_every_minutes(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(checkpointing.time, "monotonic", lambda: clock[0])
-    saves = Checkpoints(ONE_PROCESS, None, None, None, RunConfig(save_every=3), True)
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: clock[0])
+    saves = TrainerCheckpoints(ONE_PROCESS, None, None, None, RunConfig(save_every=3), True)
     assert [step for step in range(1, 8) if saves.due(step)] == [3, 6]
-    timed = Checkpoints(
+    timed = TrainerCheckpoints(
         ONE_PROCESS, None, None, None, RunConfig(save_every=0, save_every_minutes=2), True
     )
     assert not timed.due(1)

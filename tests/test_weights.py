@@ -78,7 +78,7 @@ def test_full_weights_that_do_not_fit_exit_2_naming_the_first_bad_key(full_run, 
 def test_adapter_weights_that_do_not_fit_name_the_first_bad_key(tiny_llama, tmp_path, change):
     from rewardtune.config import ModelConfig
     from rewardtune.models import load_policy, trainable_state_dict
-    from rewardtune.runs.checkpoint import WEIGHTS, load_trained_weights
+    from rewardtune.runs.checkpoints import WEIGHTS, load_trained_weights
     from rewardtune.types import RewardtuneError
 
     policy = load_policy(ModelConfig(name=str(tiny_llama)))

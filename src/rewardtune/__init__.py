@@ -18,12 +18,28 @@ The classic loop of TRL's old ``PPOTrainer`` ports by changing imports::
         scores = reward(batch["query"], trainer.decode(responses))
         stats = trainer.step(batch["input_ids"], responses, scores)
         trainer.log_stats(stats, batch, scores)
+
+``trainer.sample()`` returns the ``Generation`` record (responses with the sampling passes'
+logprobs and values); passing it to ``step`` instead of the responses saves a forward pass.
+``trainer.ppo_step`` returns the typed ``StepStats``; ``STAT.<field>`` is each stat's logged key.
 """
 
 from rewardtune.config import Config, load_config
-from rewardtune.rewards import Reward, build_reward
+from rewardtune.rewards import Reward, Scores, build_reward
+from rewardtune.sampling.rollout import Generation
 from rewardtune.training.trainer import PPOTrainer
-from rewardtune.types import RewardtuneError
+from rewardtune.types import STAT, RewardtuneError, StepStats
 
-__all__ = ["Config", "PPOTrainer", "Reward", "RewardtuneError", "build_reward", "load_config"]
+__all__ = [
+    "STAT",
+    "Config",
+    "Generation",
+    "PPOTrainer",
+    "Reward",
+    "RewardtuneError",
+    "Scores",
+    "StepStats",
+    "build_reward",
+    "load_config",
+]
 __version__ = "0.1.0"

@@ -71,6 +71,17 @@ def end(accelerator) -> None:
         torch.distributed.destroy_process_group()
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's (rank, world size) as accelerate set them up; (0, 1) while no
+    ``Accelerator`` or ``PartialState`` exists in this process (no process group to leave)."""
+    from accelerate import PartialState
+
+    if not PartialState._shared_state:
+        return 0, 1
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
 def process_state():
     """This process's rank, world size and device, without building an ``Accelerator``."""
     from accelerate import PartialState
@@ -113,6 +124,25 @@ def gather_objects(accelerator, items: list) -> list:
     from accelerate.utils import gather_object
 
     return gather_object(items)
+
+
+def global_mean(accelerator, values: torch.Tensor, valid: torch.Tensor | None = None) -> float:
+    """Mean over every process's values, leaving out those where ``valid`` is False."""
+    device = accelerator.device
+    values = values.detach().float().reshape(-1).to(device)
+    keep = torch.ones_like(values) if valid is None else valid.reshape(-1).to(values)
+    totals = torch.stack([torch.where(keep > 0, values, 0.0).sum(), keep.sum()])
+    if accelerator.num_processes > 1:
+        totals = accelerator.gather(totals.reshape(1, 2)).sum(0)
+    return float(totals[0] / totals[1]) if totals[1] > 0 else 0.0
+
+
+def any_rank(accelerator, flag: bool) -> bool:
+    """True on every process when it is true on any: a stop that reached one process
+    (a signal sent to one pid) must stop all of them at the same step."""
+    if accelerator.num_processes == 1:
+        return flag
+    return global_mean(accelerator, torch.tensor([float(flag)])) > 0
 
 
 def parameters_are_sharded(accelerator) -> bool:

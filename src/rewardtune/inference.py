@@ -13,7 +13,7 @@ from rewardtune.config import GenerationConfig, ModelConfig, load_config
 from rewardtune.data.prompts import tokenize_prompt
 from rewardtune.models import Policy, load_policy
 from rewardtune.models.hub import merge_adapter, save_hf_folder
-from rewardtune.runs.checkpoint import load_trained_weights
+from rewardtune.runs.checkpoints import load_trained_weights
 from rewardtune.runs.rundir import CONFIG, FINAL, STATE
 from rewardtune.sampling import rollout
 from rewardtune.sampling.engines import HFEngine

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar, TypeVar
 
 import torch
@@ -135,76 +135,109 @@ class Minibatch(TokenBatch):
         )
 
 
-# The stats users already plot, named as classic TRL named them.
-STAT_NAMES = {
-    "kl": "objective/kl",  # summed k1 (log pi - log pi_ref), what target_kl is defined on
-    "kl_penalty": "objective/kl_penalty",  # summed ppo.kl_estimator, what the reward is shaped by
-    "kl_coef": "objective/kl_coef",
-    "entropy": "objective/entropy",
-    "reward_mean": "env/reward_mean",
-    "reward_std": "env/reward_std",
-    "score_mean": "env/score_mean",
-    "returns_mean": "ppo/returns/mean",
-    "advantages_mean": "ppo/policy/advantages_mean",
-    "policy_loss": "ppo/loss/policy",
-    "value_loss": "ppo/loss/value",
-    "kl_loss": "ppo/loss/kl",
-    "total_loss": "ppo/loss/total",
-    "clipfrac": "ppo/policy/clipfrac",
-    "approxkl": "ppo/policy/approxkl",
-    "value_clipfrac": "ppo/val/clipfrac",
-    "vpred": "ppo/val/vpred",
-    "explained_variance": "ppo/val/var_explained",
-    "grad_norm": "ppo/grad_norm",
-    "early_stopped": "ppo/early_stopped",
-    "skipped_minibatches": "ppo/skipped_minibatches",
-    "response_length": "tokens/response_len_mean",
-    "skipped_nonfinite": "env/skipped_nonfinite",
-    "time_rollout": "time/rollout",
-    "time_reward": "time/reward",
-    "time_update": "time/update",
-    "samples_per_s": "throughput/samples_per_s",
-    "tokens_per_s": "throughput/tokens_per_s",
-}
+# --- what one step measured ---------------------------------------------------------
+#
+# Each field carries the key it is logged under (classic TRL's names, what users plot) in its
+# metadata: that is the one place a key is written. Readers use ``STAT.<field>``.
+
+
+def stat(key: str, default=0.0):
+    """A ``StepStats`` field logged as ``key``; ``None`` values are left out of the log."""
+    return field(default=default, metadata={"key": key})
+
+
+@dataclass
+class ObjectiveStats:
+    """What the step optimised: the reward, the KL to the reference and the shaped score."""
+
+    kl: float = stat("objective/kl")  # summed k1 (log pi - log pi_ref): what target_kl is on
+    kl_penalty: float = stat("objective/kl_penalty")  # summed ppo.kl_estimator: shapes the reward
+    kl_coef: float = stat("objective/kl_coef")
+    entropy: float = stat("objective/entropy")
+    reward_mean: float = stat("env/reward_mean")
+    reward_std: float = stat("env/reward_std")
+    score_mean: float = stat("env/score_mean")
+    returns_mean: float = stat("ppo/returns/mean")
+    advantages_mean: float = stat("ppo/policy/advantages_mean")
+    response_length: float = stat("tokens/response_len_mean")
+    skipped_nonfinite: int = stat("env/skipped_nonfinite", 0)
+    non_score_reward: float = stat("objective/non_score_reward")
+
+
+@dataclass
+class UpdateStats:
+    """The minibatch epochs: means over every minibatch of every process."""
+
+    policy_loss: float = stat("ppo/loss/policy")
+    value_loss: float | None = stat("ppo/loss/value", None)  # only with a value head
+    kl_loss: float | None = stat("ppo/loss/kl", None)  # only with ppo.kl_in: loss
+    total_loss: float = stat("ppo/loss/total")
+    clipfrac: float = stat("ppo/policy/clipfrac")
+    approxkl: float = stat("ppo/policy/approxkl")
+    value_clipfrac: float | None = stat("ppo/val/clipfrac", None)
+    grad_norm: float = stat("ppo/grad_norm")
+    early_stopped: float = stat("ppo/early_stopped")
+    skipped_minibatches: int = stat("ppo/skipped_minibatches", 0)
+
+
+@dataclass
+class CriticStats:
+    """The value head's prediction and fit (estimators with a critic only)."""
+
+    vpred: float = stat("ppo/val/vpred")
+    explained_variance: float = stat("ppo/val/var_explained")
+
+
+@dataclass
+class TimingStats:
+    """Seconds per stage and throughput over the whole step (sampling, reward, update)."""
+
+    time_rollout: float = stat("time/rollout")
+    time_reward: float = stat("time/reward")
+    time_update: float = stat("time/update")
+    samples_per_s: float = stat("throughput/samples_per_s")
+    tokens_per_s: float = stat("throughput/tokens_per_s")
+
+
+REWARD_TERM = "env/reward/"  # + a term's name: the mean of one term of a reward with several
+
+STAT_PARTS = (ObjectiveStats, UpdateStats, CriticStats, TimingStats)
+
+
+class _Keys:
+    """``STAT.reward_mean == "env/reward_mean"``: every logged key by its field name."""
+
+    def __init__(self, parts: tuple[type, ...]):
+        for part in parts:
+            for f in fields(part):
+                setattr(self, f.name, f.metadata["key"])
+
+
+STAT = _Keys(STAT_PARTS)
+
+
+def _logged(part) -> dict[str, float]:
+    return {
+        f.metadata["key"]: getattr(part, f.name)
+        for f in fields(part)
+        if getattr(part, f.name) is not None
+    }
 
 
 @dataclass
 class StepStats:
-    """What one PPO step measured; ``to_dict`` gives the names of ARCHITECTURE.md."""
+    """What one PPO step measured, by stage; ``to_dict`` gives the logged keys."""
 
-    kl: float = 0.0
-    kl_penalty: float = 0.0
-    kl_coef: float = 0.0
-    entropy: float = 0.0
-    reward_mean: float = 0.0
-    reward_std: float = 0.0
-    score_mean: float = 0.0
-    returns_mean: float = 0.0
-    advantages_mean: float = 0.0
-    policy_loss: float = 0.0
-    value_loss: float | None = None  # None (left out) without a value head
-    kl_loss: float | None = None  # None unless the KL is in the loss (ppo.kl_in: loss)
-    total_loss: float = 0.0
-    clipfrac: float = 0.0
-    approxkl: float = 0.0
-    value_clipfrac: float | None = None
-    vpred: float | None = None
-    explained_variance: float | None = None
-    grad_norm: float = 0.0
-    early_stopped: float = 0.0
-    skipped_minibatches: int = 0
-    response_length: float = 0.0
-    skipped_nonfinite: int = 0
-    time_rollout: float = 0.0
-    time_reward: float = 0.0
-    time_update: float = 0.0
-    samples_per_s: float = 0.0
-    tokens_per_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)  # per-term rewards, etc.
+    objective: ObjectiveStats
+    update: UpdateStats
+    critic: CriticStats | None  # None without a value head (critic-free estimators)
+    timing: TimingStats
+    reward_terms: dict[str, float] = field(default_factory=dict)  # term name -> mean score
 
     def to_dict(self) -> dict[str, float]:
-        values = asdict(self)
-        extra = values.pop("extra")
-        return {
-            STAT_NAMES[key]: value for key, value in values.items() if value is not None
-        } | extra
+        """The flat dict metrics.jsonl, the trackers and the classic ``step()`` return."""
+        flat: dict[str, float] = {}
+        for part in (self.objective, self.update, self.critic, self.timing):
+            if part is not None:
+                flat |= _logged(part)
+        return flat | {REWARD_TERM + name: value for name, value in self.reward_terms.items()}

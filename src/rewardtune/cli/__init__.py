@@ -16,6 +16,8 @@ import typer
 from rewardtune.cli import commands
 from rewardtune.cli.base import app, console
 from rewardtune.cli.training import train
+from rewardtune.distributed import rank_and_world
+from rewardtune.models import enable_cpu_fast_paths
 from rewardtune.types import RewardtuneError
 
 __all__ = ["app", "main"]
@@ -38,7 +40,7 @@ def _print_error(text: str) -> None:
     """One line on stderr. Under several processes the same mistake usually stops every
     rank: rank 0 reports it and the launcher ends the others when it exits, so a later rank
     waits a moment and speaks only about a mistake that it alone ran into."""
-    rank = int(os.environ.get("RANK", "0"))
+    rank, _ = rank_and_world()
     if rank > 0:
         time.sleep(5)
         text = f"(rank {rank}) {text}"
@@ -46,8 +48,9 @@ def _print_error(text: str) -> None:
 
 
 def main() -> None:
+    enable_cpu_fast_paths()
     code = _run()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if rank_and_world()[1] > 1:
         # one of several processes: the run has ended its trackers and left the process group
         # (distributed.end), but a gloo thread can still be alive, and destroying it at
         # interpreter exit aborts the process ("terminate called without an active

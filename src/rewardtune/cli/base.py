@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from rewardtune.evaluation.records import EvalSummary
+    from rewardtune.runs.eval_records import EvalSummary
 
 app = typer.Typer(
     add_completion=False,

@@ -13,13 +13,14 @@ from rich.markup import escape
 
 from rewardtune.cli.base import (
     SetOption,
+    console,
     evaluate_and_print,
     print_files,
     quiet_libraries,
     say,
     write_model_card,
 )
-from rewardtune.cli.progress import print_header, progress
+from rewardtune.training.progress_bar import StepProgress
 
 ProcessesOption = Annotated[
     int,
@@ -79,7 +80,7 @@ def _open_run(recipe, set_, run_dir: Path | None, resume: Path | None, overwrite
     """(config, run folder, checkpoint to resume or None). A new run's folder is checked
     here, once, before anything loads; it is written after the trainer is built."""
     from rewardtune.config import load_config
-    from rewardtune.runs.checkpoint import usable_checkpoint
+    from rewardtune.runs.checkpoints import usable_checkpoint
     from rewardtune.runs.rundir import RunDir, resolve_run_dir
 
     if resume is not None:
@@ -214,3 +215,27 @@ def _evaluate_and_report(trainer, path: Path) -> None:
         html, md = write_report(path)
         print_files("report", html, md)
         write_model_card(path)
+
+
+# -- what the command shows while it runs: the header and the live bar ----------------
+
+
+def print_header(trainer, path: Path) -> None:
+    p, cfg = trainer.parameters, trainer.config
+    lm_kind = "LoRA" if trainer.policy.module.has_adapter else "full"
+    say(
+        trainer.accelerator,
+        f"[bold]rewardtune[/] {escape(cfg.recipe)}: model "
+        f"{escape(cfg.model.name)} "
+        f"({'seq2seq' if trainer.policy.seq2seq else 'causal'}), run dir {escape(str(path))}\n"
+        f"trainable {lm_kind} parameters: {p['trainable_lm']:,} | value head: {p['value_head']:,} | "
+        f"all: {p['total']:,} ({100 * (p['trainable_lm'] + p['value_head']) / p['total']:.2f}% trainable)\n"
+        f"prompts: {len(trainer.train_prompts)} train, {len(trainer.eval_prompts)} eval; "
+        f"{cfg.ppo.steps} steps of {cfg.ppo.batch_size}; advantage "
+        f"{cfg.ppo.advantage}, {cfg.ppo.samples_per_prompt} per prompt",
+    )
+
+
+def progress(accelerator, total: int, start: int) -> StepProgress:
+    """The training bar on the CLI's console, drawn by rank 0 only."""
+    return StepProgress(total, start, console, enabled=accelerator.is_main_process)

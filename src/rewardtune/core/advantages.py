@@ -11,14 +11,17 @@ per-token KL term. No model objects, no config objects, no I/O in this file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
 from rewardtune.core import ppo
 from rewardtune.core.tensors import masked_mean, masked_whiten, sequence_sum
 
-ESTIMATORS = ("gae", "rloo", "grpo", "reinforce_pp")
-KL_IN = ("reward", "loss")
+AdvantageName = Literal["gae", "rloo", "grpo", "reinforce_pp"]  # ppo.advantage
+KLIn = Literal["reward", "loss"]  # ppo.kl_in: where the KL term goes
+ESTIMATORS = get_args(AdvantageName)
+KL_IN = get_args(KLIn)
 
 
 # --- the estimators ------------------------------------------------------------------

@@ -9,11 +9,14 @@ or anything after EOS). No model objects, no config objects, no I/O in this file
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from rewardtune.core.tensors import masked_mean, masked_var
 
-KL_ESTIMATORS = ("kl", "abs", "mse", "low_var")
+KLEstimator = Literal["kl", "abs", "mse", "low_var"]  # ppo.kl_estimator
+KL_ESTIMATORS = get_args(KLEstimator)
 
 
 # --- KL: estimators and controllers --------------------------------------------------

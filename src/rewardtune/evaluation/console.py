@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from rewardtune.evaluation.records import EvalRow, EvalSummary
+from rewardtune.runs.eval_records import EvalRow, EvalSummary
 from rewardtune.text import printable
 
 

@@ -20,6 +20,7 @@ from rewardtune.evaluation.eval_sets import eval_sets
 from rewardtune.evaluation.metrics import REWARD_TOTAL, TOXICITY
 from rewardtune.evaluation.samples import Draw, reference_sums, sample
 from rewardtune.evaluation.scoring import Scorers
+from rewardtune.runs.checkpoints import rng_state, set_rng_state
 from rewardtune.runs.rundir import BEST, EVAL_HISTORY, write_atomic
 from rewardtune.types import RewardtuneError
 
@@ -61,8 +62,12 @@ class PeriodicEval:
         if not self.every or step % self.every:
             return None
         trainer = self.trainer
-        with full_parameters(trainer.accelerator, trainer.model):
-            mine = self._score_share()
+        outer = rng_state()  # sampling seeds torch's RNG per batch: give the caller's back
+        try:
+            with full_parameters(trainer.accelerator, trainer.model):
+                mine = self._score_share()
+        finally:
+            set_rng_state(outer)
         rows = gather_objects(trainer.accelerator, mine)
         line = None
         if trainer.run is not None:

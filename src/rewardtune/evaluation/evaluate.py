@@ -20,11 +20,11 @@ from rewardtune.data.columns import column_lists
 from rewardtune.distributed import full_parameters, gather_objects, process_state, strided_share
 from rewardtune.evaluation.eval_sets import EvalSet, eval_sets
 from rewardtune.evaluation.metrics import Measured, sample_measures
-from rewardtune.evaluation.records import EvalRow, EvalSection, EvalSummary
 from rewardtune.evaluation.samples import Draw, load_trained, reference_sums, sample
 from rewardtune.evaluation.scoring import Scorers
 from rewardtune.evaluation.summary import summarise
 from rewardtune.models import Policy
+from rewardtune.runs.eval_records import EvalRow, EvalSection, EvalSummary
 from rewardtune.runs.rundir import (
     CONFIG,
     EVAL,

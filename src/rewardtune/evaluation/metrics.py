@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from rewardtune import stats
+from rewardtune.runs.eval_records import REWARD_TOTAL
 
 FLAG_THRESHOLD = 0.5  # a response is "flagged" when P(toxic) > 0.5
 
-REWARD_TOTAL = "reward/total"
 TOXICITY = "toxicity"
 
 

@@ -12,7 +12,7 @@ import torch
 from rewardtune.config import Config, GenerationConfig, ModelConfig
 from rewardtune.core.tensors import sequence_sum
 from rewardtune.models import Policy, load_policy
-from rewardtune.runs.checkpoint import EVAL_FILES, checkpoint_problem, load_trained_weights
+from rewardtune.runs.checkpoints import EVAL_FILES, checkpoint_problem, load_trained_weights
 from rewardtune.runs.rundir import FINAL, RunDir
 from rewardtune.sampling import rollout as rollout_lib
 from rewardtune.types import Prompt, RewardtuneError
@@ -95,7 +95,7 @@ def sample(
 def reference_sums(policy: Policy, prompts: list[Prompt], samples: Samples) -> np.ndarray:
     """Per response: sum log pi_ref, from one forward pass of the reference."""
     queries = [p.input_ids for p in prompts]
-    kept = rollout_lib.Sampled(
+    kept = rollout_lib.Generation(
         samples.ids, samples.logprobs, [torch.zeros(len(lp)) for lp in samples.logprobs]
     )
     scored = rollout_lib.score(
@@ -112,7 +112,7 @@ def reference_sums(policy: Policy, prompts: list[Prompt], samples: Samples) -> n
 
 def load_trained(model: ModelConfig, run: RunDir, checkpoint: str | None, device) -> Policy:
     """The run's final/ policy, or that of ``checkpoints/<checkpoint>``."""
-    folder = run.checkpoint(checkpoint) if checkpoint else run.final_dir
+    folder = run.checkpoint_dir(checkpoint) if checkpoint else run.final_dir
     if not folder.is_dir():
         raise RewardtuneError(
             f"{run.path} has no {FINAL}/ yet; train it first or pass --checkpoint step-N"

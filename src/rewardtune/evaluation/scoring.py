@@ -42,9 +42,10 @@ class Scorers:
     ) -> dict[str, list[float]]:
         """Every reward term and the total, the toxicity, and the extra scorers, by name;
         ``columns``: each response's data row (name -> one value per response)."""
-        scores = {REWARD_TOTAL: self.reward(prompts, responses, columns)}
+        reward = self.reward.score(prompts, responses, columns)
+        scores = {REWARD_TOTAL: reward.total}
         if len(self.reward.terms) > 1:
-            scores |= {f"reward/{name}": v for name, v in self.reward.last_terms.items()}
+            scores |= {f"reward/{name}": v for name, v in reward.terms.items()}
         if self.toxicity is not None:
             scores[TOXICITY] = call_with_retries(self.toxicity, prompts, responses, 0, 0, columns)
         for scorer, spec in self.extras:

@@ -15,7 +15,7 @@ from rewardtune.evaluation.metrics import (
     metric,
     sentiment_metrics,
 )
-from rewardtune.evaluation.records import EvalSummary
+from rewardtune.runs.eval_records import EvalSummary
 from rewardtune.stats import cluster_bootstrap_ci, compare, distinct_n, improvement
 
 

@@ -2,9 +2,9 @@
 
 PyTorch runs a float32 ``nn.Linear`` on CPU through MKL's sgemm. On processors MKL does not
 pick its fast paths for (AMD EPYC among them: MKL keeps to its AVX2 code there, and packs the
-weight again on every call) that is 2 to 2.5x slower than oneDNN, which PyTorch ships too and
+weight again on every call) that is slower than oneDNN, which PyTorch ships too and
 reaches through ``torch.ops.mkldnn._linear_pointwise`` (the kernel inductor uses for CPU
-linears). ``benchmarks/cpu_kernels.py`` prints both, shape by shape.
+linears). docs/performance.md has the measurements.
 
 ``use_onednn(model)`` swaps the class of every plain ``nn.Linear`` (and transformers' ``Conv1D``,
 GPT-2's dense layer) of at least ``MIN_WEIGHTS`` weights in ``model`` for a subclass whose forward calls oneDNN on CPU float32 /
@@ -29,7 +29,7 @@ from torch import nn
 log = logging.getLogger("rewardtune")
 
 _DTYPES = (torch.float32, torch.bfloat16)
-MIN_WEIGHTS = 1 << 16  # below this many weights MKL's ~5 us per call beats oneDNN's ~12 us
+MIN_WEIGHTS = 1 << 16  # below this many weights MKL's lower fixed cost per call wins
 
 
 def onednn_available() -> bool:

@@ -3,14 +3,14 @@
 Each minibatch of a PPO step allocates its activations, logits and gradients (hundreds of MB
 in all), frees them, and allocates the same sizes again. With glibc's defaults the heap top is
 given back to the kernel whenever more than twice the dynamic mmap threshold (at most 64 MiB)
-of it is free, so every minibatch faults the same memory in again, zero-filled page by page:
-a fresh 104 MB tensor costs 17 ms to touch where a reused one costs 3 ms. ``keep_freed_memory``
-fixes the thresholds once per process: allocations up to 32 MiB (the largest mmap threshold
-glibc accepts on 64-bit) come from the heap, and up to 1 GiB of free heap stays mapped. On
-W1 (``benchmarks/ppo_step.py``) page faults fall to zero from the third step, the update
-takes 0.05-0.20 s less, and peak RSS moves by -25 to +26 MiB (reused, the heap fragments).
+of it is free, so every minibatch faults the same memory in again, zero-filled page by page.
+``keep_freed_memory`` fixes the thresholds once per process: allocations up to 32 MiB (the
+largest mmap threshold glibc accepts on 64-bit) come from the heap, and up to 1 GiB of free
+heap stays mapped. What it saves on W1 is in docs/performance.md.
 
-Nothing changes where the C library is not glibc, or where the user chose for themselves
+The setting is process-wide, so no library call makes it: the CLI calls
+``enable_cpu_fast_paths()`` once when it starts; a Python user may call it too. Nothing
+changes where the C library is not glibc, or where the user chose for themselves
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or malloc tunables in
 ``GLIBC_TUNABLES``): their settings win.
 """
@@ -48,6 +48,13 @@ def keep_freed_memory() -> bool:
     if _applied is None:
         _applied = _set_thresholds()
     return _applied
+
+
+def enable_cpu_fast_paths() -> bool:
+    """The process-wide CPU speed setting the ``rewardtune`` command makes when it starts:
+    glibc's malloc keeps freed memory (``keep_freed_memory``). Returns whether it is set.
+    (The other CPU fast path, oneDNN linears, is per model: ``model.cpu_linear``.)"""
+    return keep_freed_memory()
 
 
 def _set_thresholds() -> bool:

@@ -13,7 +13,6 @@ from torch import nn
 
 from rewardtune.config import ModelConfig
 from rewardtune.models.cpu_linear import use_onednn
-from rewardtune.models.cpu_memory import keep_freed_memory
 from rewardtune.models.hub import (
     ModelSource,
     adapter_disabled,
@@ -83,27 +82,31 @@ class PolicyWithValueHead(nn.Module):
         response_ids: torch.Tensor,
         response_mask: torch.Tensor,
         with_values: bool = True,
+        lm: nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns ``(logits (B, R, V), values (B, R) or None)`` for the response tokens."""
+        """Returns ``(logits (B, R, V), values (B, R) or None)`` for the response tokens;
+        ``lm``: another language model of the same architecture to run (the reference's
+        frozen copy), default this policy's."""
+        lm = self.lm if lm is None else lm
         if self.seq2seq:
             hidden, logits = self._seq2seq_forward(
-                query_ids, query_mask, response_ids, response_mask
+                lm, query_ids, query_mask, response_ids, response_mask
             )
         else:
             hidden, logits = self._causal_forward(
-                query_ids, query_mask, response_ids, response_mask
+                lm, query_ids, query_mask, response_ids, response_mask
             )
         values = self.v_head(hidden) if with_values else None
         return logits, values
 
-    def _causal_forward(self, query_ids, query_mask, response_ids, response_mask):
+    def _causal_forward(self, lm, query_ids, query_mask, response_ids, response_mask):
         input_ids = torch.cat([query_ids, response_ids], dim=1)
         attention_mask = torch.cat([query_mask, response_mask], dim=1)
         # positions count real tokens only, as generate() does with left padding
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         n_resp = response_ids.shape[1]
         extra = {"logits_to_keep": n_resp + 1} if self._keeps_logits else {}
-        out = self.lm(
+        out = lm(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -116,11 +119,11 @@ class PolicyWithValueHead(nn.Module):
         hidden = out.hidden_states[-1][:, -n_resp - 1 : -1]
         return hidden, logits
 
-    def _seq2seq_forward(self, query_ids, query_mask, response_ids, response_mask):
+    def _seq2seq_forward(self, lm, query_ids, query_mask, response_ids, response_mask):
         start = torch.full_like(response_ids[:, :1], self.decoder_start_token_id)
         decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
         decoder_mask = torch.cat([torch.ones_like(start), response_mask[:, :-1]], dim=1)
-        out = self.lm(
+        out = lm(
             input_ids=query_ids,
             attention_mask=query_mask,
             decoder_input_ids=decoder_input_ids,
@@ -219,8 +222,6 @@ def load_policy(
     """Load tokenizer + LM (+ LoRA or an existing adapter) + value head, and the reference
     (``with_reference=False`` skips the frozen copy of a fully fine-tuned model and the
     reference adapter of a continued one)."""
-    if cfg.quantization == "none" and torch.device(device or "cpu").type == "cpu":
-        keep_freed_memory()  # from loading on: freed memory is reused, not faulted in again
     source = resolve_source(cfg.name)
     seq2seq = {"causal": False, "seq2seq": True}.get(cfg.kind)
     if seq2seq is None:

@@ -1,5 +1,5 @@
 """The LM weights that train: the adapter's under LoRA, the whole model's under full
-fine-tuning. State dicts in, state dicts out; the files they live in are ``runs.checkpoint``'s."""
+fine-tuning. State dicts in, state dicts out; the files they live in are ``runs.checkpoints``'."""
 
 from __future__ import annotations
 

@@ -27,14 +27,14 @@ from rewardtune.report.figures import overlay_figure, series
 from rewardtune.report.formatting import duration, num, sort_key
 from rewardtune.report.run_data import RunData, load_run, reward_text
 from rewardtune.stats import cluster_bootstrap_ci
-from rewardtune.types import RewardtuneError
+from rewardtune.types import STAT, RewardtuneError
 
 COMPARE_HTML, COMPARE_MD = "compare.html", "compare.md"
 CURVES = [  # (panel title, stat)
-    ("Reward (mean)", "env/reward_mean"),
-    ("KL to reference", "objective/kl"),
-    ("Entropy", "objective/entropy"),
-    ("Throughput (samples/s)", "throughput/samples_per_s"),
+    ("Reward (mean)", STAT.reward_mean),
+    ("KL to reference", STAT.kl),
+    ("Entropy", STAT.entropy),
+    ("Throughput (samples/s)", STAT.samples_per_s),
 ]
 # what must match for the "after" columns of two runs to pair prompt by prompt
 PAIRING = ("checkpoint", "n_prompts", "seed", "max_new_tokens")
@@ -80,7 +80,7 @@ def _pairable(runs: list[NamedRun]) -> bool:
     first = runs[0]
     for other in runs[1:]:
         for key in PAIRING:
-            a, b = first.data.eval_summary.get(key), other.data.eval_summary.get(key)
+            a, b = getattr(first.data.eval_summary, key), getattr(other.data.eval_summary, key)
             if a != b:
                 raise RewardtuneError(_refusal(first.name, other.name, f"{key} {a} vs {b}"))
         if _prompts(first) != _prompts(other):
@@ -97,7 +97,7 @@ def _refusal(a: str, b: str, why: str) -> str:
 
 
 def _prompts(run: NamedRun) -> list[str]:
-    return [row.get("prompt") for row in run.data.eval_rows]
+    return [row.prompt for row in run.data.eval_rows]
 
 
 def _unpaired_note() -> Para:
@@ -152,7 +152,7 @@ def evaluation_section(runs: list[NamedRun]) -> list[Block]:
 
 
 def _metrics(run: NamedRun) -> list[dict]:
-    return (run.data.eval_summary or {}).get("metrics", [])
+    return run.data.eval_summary.metrics if run.data.eval_summary else []
 
 
 def _metric_cells(run: NamedRun, name: str) -> list[Cell]:
@@ -174,8 +174,8 @@ def paired_section(runs: list[NamedRun]) -> list[Block]:
     summary = base.data.eval_summary
     text = (
         f"Each run's after scores minus {base.name}'s, prompt by prompt on the same "
-        f"{summary.get('n_prompts')} held-out prompts (seed {summary.get('seed')}); 95% CI from "
-        f"{summary.get('bootstrap')} bootstrap resamples. n.s.: the CI includes zero."
+        f"{summary.n_prompts} held-out prompts (seed {summary.seed}); 95% CI from "
+        f"{summary.bootstrap} bootstrap resamples. n.s.: the CI includes zero."
     )
     blocks: list[Block] = [Heading("Paired difference"), Para(text)]
     for other in runs[1:]:
@@ -184,7 +184,7 @@ def paired_section(runs: list[NamedRun]) -> list[Block]:
 
 
 def paired_table(base: NamedRun, other: NamedRun) -> Table:
-    n, seed = base.data.eval_summary.get("bootstrap", 1000), base.data.eval_summary.get("seed", 0)
+    n, seed = base.data.eval_summary.bootstrap, base.data.eval_summary.seed
     better = {m["name"]: m.get("higher_is_better") for m in _metrics(base)}
     rows = []
     for name in _common_scores(base, other):
@@ -216,14 +216,14 @@ def paired_table(base: NamedRun, other: NamedRun) -> Table:
 
 
 def _common_scores(base: NamedRun, other: NamedRun) -> list[str]:
-    first = base.data.eval_rows[0].get("scores_after", {})
-    return [k for k in first if k in other.data.eval_rows[0].get("scores_after", {})]
+    first = base.data.eval_rows[0].scores_after
+    return [k for k in first if k in other.data.eval_rows[0].scores_after]
 
 
 def _after(run: NamedRun, name: str) -> np.ndarray:
-    return series([row.get("scores_after", {}) for row in run.data.eval_rows], name)
+    return series([row.scores_after for row in run.data.eval_rows], name)
 
 
 def _prompt_ids(run: NamedRun) -> list:
     """The prompt of each eval row: samples of one prompt are resampled together."""
-    return [row.get("prompt_id", i) for i, row in enumerate(run.data.eval_rows)]
+    return [row.prompt_id for row in run.data.eval_rows]

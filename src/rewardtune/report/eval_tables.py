@@ -1,6 +1,6 @@
 """The before/after evaluation as tables: metrics with their CIs and verdicts, toxicity,
 diversity and KL, the sections (other prompt sets and forms), and the side-by-side samples.
-Read from eval.json and eval.jsonl; used by the report, the comparison page and the model
+Read from the typed records of ``runs.eval_records``; used by the report, the comparison page and the model
 card."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import math
 
 from rewardtune.report.blocks import Block, Cell, Heading, Para, Table
 from rewardtune.report.formatting import is_number, num, pct, sort_key
+from rewardtune.runs.eval_records import REWARD_TOTAL, EvalRow, EvalSummary
 
 
 def metric_tone(metric: dict) -> str:
@@ -52,7 +53,7 @@ def _metric_row(m: dict) -> list[Cell]:
     ]
 
 
-def metrics_table(summary: dict, table_id: str = "metrics") -> Table:
+def metrics_table(summary: EvalSummary, table_id: str = "metrics") -> Table:
     columns = [
         "metric",
         "before (mean ± std)",
@@ -61,27 +62,27 @@ def metrics_table(summary: dict, table_id: str = "metrics") -> Table:
         "95% CI",
         "verdict",
     ]
-    rows = [_metric_row(m) for m in summary.get("metrics", [])]
+    rows = [_metric_row(m) for m in summary.metrics]
     return Table(columns, rows, table_id=table_id, numeric={1, 2, 3})
 
 
-def eval_settings(summary: dict) -> str:
+def eval_settings(summary: EvalSummary) -> str:
     """How the evaluation was run, in one paragraph."""
     return (
-        f"Checkpoint {summary.get('checkpoint', '?')}, {summary.get('n_prompts', '?')} held-out "
-        f"prompts × {summary.get('samples_per_prompt', 1)} samples, "
-        f"seed {summary.get('seed', '?')}, "
-        f"{summary.get('max_new_tokens', '?')} new tokens, "
-        f"{summary.get('bootstrap', '?')} bootstrap resamples of the prompts for the 95% CIs of "
+        f"Checkpoint {summary.checkpoint or '?'}, {summary.n_prompts or '?'} held-out "
+        f"prompts × {summary.samples_per_prompt} samples, "
+        f"seed {summary.seed}, "
+        f"{summary.max_new_tokens} new tokens, "
+        f"{summary.bootstrap} bootstrap resamples of the prompts for the 95% CIs of "
         "the paired difference (after − before). n.s.: the CI includes zero. "
-        f"Before = the reference policy: {summary.get('reference', 'not recorded')}."
+        f"Before = the reference policy: {summary.reference or 'not recorded'}."
     )
 
 
-def section_blocks(summary: dict) -> list[Block]:
+def section_blocks(summary: EvalSummary) -> list[Block]:
     """Each section of eval.json (another prompt set or form) as its metrics table under a
     ``prompts · form`` heading; none for an eval.json written before sections existed."""
-    sections = summary.get("sections") or []
+    sections = summary.sections
     if not sections:
         return []
     blocks: list[Block] = [
@@ -93,13 +94,10 @@ def section_blocks(summary: dict) -> list[Block]:
         ),
     ]
     for section in sections:
-        inner = section.get("summary") or {}
+        inner = section.summary
         blocks += [
-            Heading(f"{section.get('prompts', '?')} · {section.get('form', '?')}", 4),
-            Para(
-                f"{section.get('n_prompts', '?')} prompts × "
-                f"{inner.get('samples_per_prompt', 1)} samples."
-            ),
+            Heading(section.title, 4),
+            Para(f"{inner.n_prompts or '?'} prompts × {inner.samples_per_prompt} samples."),
             metrics_table(inner, table_id=""),
         ]
     return blocks
@@ -139,8 +137,8 @@ def _with_ci(side: dict, key: str) -> str:
     return f"{num(side.get(key))} [{num(ci[0])}, {num(ci[1])}]" if ci else num(side.get(key))
 
 
-def diversity_kl_blocks(summary: dict) -> list[Block]:
-    diversity = summary.get("diversity") or {}
+def diversity_kl_blocks(summary: EvalSummary) -> list[Block]:
+    diversity = summary.diversity or {}
     before, after = diversity.get("before") or {}, diversity.get("after") or {}
     rows = [
         [
@@ -155,7 +153,7 @@ def diversity_kl_blocks(summary: dict) -> list[Block]:
     if rows:
         columns = ["distinct-n", "before", "after", "difference"]
         blocks.append(Table(columns, rows, numeric={1, 2, 3}, compact=True))
-    kl = summary.get("kl") or {}
+    kl = summary.kl or {}
     low, high = (kl.get("ci") or [None, None])[:2]
     blocks.append(
         Para(
@@ -169,9 +167,8 @@ def diversity_kl_blocks(summary: dict) -> list[Block]:
 # --- side by side --------------------------------------------------------------------
 
 
-def _reward_change(row: dict) -> float:
-    before = (row.get("scores_before") or {}).get("reward/total")
-    after = (row.get("scores_after") or {}).get("reward/total")
+def _reward_change(row: EvalRow) -> float:
+    before, after = row.scores_before.get(REWARD_TOTAL), row.scores_after.get(REWARD_TOTAL)
     return after - before if is_number(before) and is_number(after) else math.nan
 
 
@@ -179,22 +176,21 @@ def _last_if_nan(x: float) -> float:
     return math.inf if math.isnan(x) else x
 
 
-def _sample_row(row: dict) -> list[Cell]:
-    before = (row.get("scores_before") or {}).get("reward/total")
-    after = (row.get("scores_after") or {}).get("reward/total")
+def _sample_row(row: EvalRow) -> list[Cell]:
+    before, after = row.scores_before.get(REWARD_TOTAL), row.scores_after.get(REWARD_TOTAL)
     change = _reward_change(row)
     tone = "better" if change > 0 else "worse" if change < 0 else ""
     return [
-        Cell(str(row.get("prompt", "")), "text"),
-        Cell(str(row.get("before", "")), "text"),
-        Cell(str(row.get("after", "")), "text"),
+        Cell(str(row.prompt), "text"),
+        Cell(str(row.before), "text"),
+        Cell(str(row.after), "text"),
         Cell(num(before), sort=sort_key(before)),
         Cell(num(after), sort=sort_key(after)),
         Cell(num(change, True), tone, sort=change),
     ]
 
 
-def samples_table(rows: list[dict]) -> Table:
+def samples_table(rows: list[EvalRow]) -> Table:
     """Side by side, largest reward gain first (rows without a reward change last)."""
     ranked = sorted(rows, key=lambda r: _last_if_nan(-_reward_change(r)))
     columns = ["query", "before", "after", "reward before", "reward after", "diff"]

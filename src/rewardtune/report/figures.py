@@ -1,4 +1,5 @@
-"""The reports' figures, drawn with matplotlib (Agg) straight to PNG bytes."""
+"""The reports' figures, drawn with matplotlib's Agg canvas straight to PNG bytes (no pyplot,
+and matplotlib's global backend is left as the user has it)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import io
 import math
 from collections.abc import Callable
 
-import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from rewardtune.report.formatting import is_number, num
-
-matplotlib.use("Agg")  # figures are only ever written to PNG bytes
+from rewardtune.runs.eval_records import REWARD_TOTAL, EvalRow
+from rewardtune.types import STAT
 
 BEFORE_COLOR, AFTER_COLOR = "#8a94a6", "#2563eb"
 SIDES = ("before", "after")
@@ -21,21 +22,22 @@ SIDES = ("before", "after")
 _LINE_PANELS = [  # (title, (label, key), second series on its own y axis or None)
     (
         "KL to reference and KL coefficient",
-        ("KL", "objective/kl"),
-        ("KL coef", "objective/kl_coef"),
+        ("KL", STAT.kl),
+        ("KL coef", STAT.kl_coef),
     ),
-    ("Losses", ("policy loss", "ppo/loss/policy"), ("value loss", "ppo/loss/value")),
-    ("Clip fraction", ("clip fraction", "ppo/policy/clipfrac"), None),
+    ("Losses", ("policy loss", STAT.policy_loss), ("value loss", STAT.value_loss)),
+    ("Clip fraction", ("clip fraction", STAT.clipfrac), None),
     (
         "Throughput",
-        ("samples/s", "throughput/samples_per_s"),
-        ("tokens/s", "throughput/tokens_per_s"),
+        ("samples/s", STAT.samples_per_s),
+        ("tokens/s", STAT.tokens_per_s),
     ),
 ]
 
 
 def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
+    FigureCanvasAgg(fig)  # this figure draws on Agg, whatever matplotlib's backend is
     # No "Software" metadata: matplotlib would put its web address inside the PNG.
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     return buffer.getvalue()
@@ -75,7 +77,7 @@ def _plot_lines(ax, steps: np.ndarray, metrics: list[dict], left, right) -> None
 
 
 def _plot_reward(ax, steps: np.ndarray, metrics: list[dict]) -> None:
-    mean, std = series(metrics, "env/reward_mean"), series(metrics, "env/reward_std")
+    mean, std = series(metrics, STAT.reward_mean), series(metrics, STAT.reward_std)
     ax.plot(steps, mean, color=AFTER_COLOR, label="reward mean")
     if has(std):
         ax.fill_between(steps, mean - std, mean + std, color=AFTER_COLOR, alpha=0.2, label="± std")
@@ -83,7 +85,7 @@ def _plot_reward(ax, steps: np.ndarray, metrics: list[dict]) -> None:
 
 
 def _plot_step_time(ax, steps: np.ndarray, metrics: list[dict]) -> None:
-    keys = ("time/rollout", "time/reward", "time/update")
+    keys = (STAT.time_rollout, STAT.time_reward, STAT.time_update)
     values = [np.nan_to_num(series(metrics, k)) for k in keys]
     labels = [k.split("/")[1] for k in keys]
     ax.stackplot(steps, *values, labels=labels, colors=["#93c5fd", "#fcd34d", "#86efac"])
@@ -92,10 +94,10 @@ def _plot_step_time(ax, steps: np.ndarray, metrics: list[dict]) -> None:
 
 def _training_panels(metrics: list[dict]) -> list[tuple[str, Callable]]:
     """(title, draw(ax, steps, metrics)) for each panel whose data exists."""
-    panels = [("Reward (mean ± std)", "env/reward_mean", _plot_reward)]
+    panels = [("Reward (mean ± std)", STAT.reward_mean, _plot_reward)]
     for title, left, right in _LINE_PANELS:
         panels.append((title, left[1], functools.partial(_plot_lines, left=left, right=right)))
-    panels.append(("Seconds per step", "time/update", _plot_step_time))
+    panels.append(("Seconds per step", STAT.time_update, _plot_step_time))
     return [(title, draw) for title, key, draw in panels if has(series(metrics, key))]
 
 
@@ -158,13 +160,13 @@ def overlay_figure(
 # --- before/after distributions ------------------------------------------------------
 
 
-def eval_scores(rows: list[dict], side: str, key: str) -> np.ndarray:
+def eval_scores(rows: list[EvalRow], side: str, key: str) -> np.ndarray:
     """The finite ``scores_<side>[key]`` of the eval rows."""
-    values = series([row.get(f"scores_{side}", {}) for row in rows], key)
+    values = series([getattr(row, f"scores_{side}") for row in rows], key)
     return values[np.isfinite(values)]
 
 
-def histogram_figure(rows: list[dict], keys: tuple[str, ...] = ("reward/total", "toxicity")):
+def histogram_figure(rows: list[EvalRow], keys: tuple[str, ...] = (REWARD_TOTAL, "toxicity")):
     """Before/after histograms of each score in ``keys`` found in eval.jsonl, or None."""
     present = [k for k in keys if all(len(eval_scores(rows, side, k)) for side in SIDES)]
     if not present:

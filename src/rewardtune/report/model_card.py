@@ -21,7 +21,7 @@ from rewardtune.report.blocks import Facts, Para, Table
 from rewardtune.report.eval_tables import eval_settings, metrics_table, samples_table
 from rewardtune.report.formatting import mapping
 from rewardtune.report.run_data import RunData, load_run, reward_text
-from rewardtune.runs.checkpoint import MODEL_INFO
+from rewardtune.runs.checkpoints import MODEL_INFO
 from rewardtune.runs.rundir import CONFIG, FINAL
 
 CARD = "README.md"
@@ -160,7 +160,7 @@ def _intro(info: dict, adapter: bool, merged: bool) -> str:
 
 def _evaluation(run: RunData) -> str:
     summary = run.eval_summary
-    if not summary or summary.get("checkpoint", FINAL) != FINAL:
+    if not summary or (summary.checkpoint or FINAL) != FINAL:
         return Para("Not evaluated yet: run `rewardtune evaluate RUN_DIR`.", note=True).markdown()
     settings = Para(eval_settings(summary)).markdown()
     return f"{settings}\n\n{metrics_table(summary).markdown()}"

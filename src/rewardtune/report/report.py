@@ -193,7 +193,7 @@ def evaluation_section(run: RunData) -> list[Block]:
     return [
         *blocks,
         metrics_table(summary),
-        *toxicity_blocks(summary.get("toxicity")),
+        *toxicity_blocks(summary.toxicity),
         *diversity_kl_blocks(summary),
         *section_blocks(summary),
     ]

@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 
 from rewardtune.rewards import describe_term
-from rewardtune.runs.rundir import CONFIG, EVAL_HISTORY, METRICS, SAMPLES, read_jsonl
+from rewardtune.runs.eval_records import EvalRow, EvalSummary, read_evaluation
+from rewardtune.runs.rundir import CONFIG, EVAL_HISTORY, METRICS, RUN_INFO, SAMPLES, read_jsonl
 from rewardtune.types import RewardtuneError
 
 
@@ -21,9 +22,13 @@ class RunData:
     metrics: list[dict]
     samples: list[dict]
     run_info: dict | None
-    eval_summary: dict | None
-    eval_rows: list[dict]
+    eval_summary: EvalSummary | None  # eval.json, None until the run is evaluated
     eval_history: list[dict] = field(default_factory=list)  # eval.every's evaluations
+
+    @property
+    def eval_rows(self) -> list[EvalRow]:
+        """eval.jsonl's samples (none until the run is evaluated)."""
+        return self.eval_summary.rows if self.eval_summary is not None else []
 
     @property
     def steps_done(self) -> object:
@@ -51,9 +56,8 @@ def load_run(run_dir: Path) -> RunData:
         config=_read_config(run_dir / CONFIG),
         metrics=read_jsonl(run_dir / METRICS),
         samples=read_jsonl(run_dir / SAMPLES),
-        run_info=_read_json(run_dir / "run_info.json"),
-        eval_summary=_read_json(run_dir / "eval.json"),
-        eval_rows=read_jsonl(run_dir / "eval.jsonl"),
+        run_info=_read_json(run_dir / RUN_INFO),
+        eval_summary=read_evaluation(run_dir),
         eval_history=read_jsonl(run_dir / EVAL_HISTORY),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rewardtune.rewards.base import (
     Reward,
+    Scores,
     WeightedReward,
     call_with_retries,
     check_scores,
@@ -13,6 +14,7 @@ from rewardtune.rewards.registry import RewardBase, ToxicityBase, describe_term
 
 __all__ = [
     "Reward",
+    "Scores",
     "WeightedReward",
     "build_reward",
     "build_scorer",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import time
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from rewardtune.types import RewardtuneError
@@ -77,8 +78,18 @@ def join(
     ]
 
 
+@dataclass(frozen=True)
+class Scores:
+    """What a weighted reward said of a batch: the total per response, and each term's
+    (unweighted) scores by the term's name."""
+
+    total: list[float]
+    terms: dict[str, list[float]]
+
+
 class WeightedReward:
-    """The total reward: sum of weight_i * reward_i; keeps each term for the stats."""
+    """The total reward: sum of weight_i * reward_i. ``score`` returns the total and each
+    term (``Scores``); calling it returns the total alone (the ``Reward`` protocol)."""
 
     def __init__(
         self,
@@ -90,20 +101,24 @@ class WeightedReward:
         self.retries = retries or [0] * len(terms)
         self.backoffs = backoffs or [0.0] * len(terms)
         self.name = "+".join(r.name for r, _ in terms)
-        self.last_terms: dict[str, list[float]] = {}
 
-    def __call__(
+    def score(
         self, prompts: list[str], responses: list[str], columns: Columns | None = None
-    ) -> list[float]:
+    ) -> Scores:
         total = [0.0] * len(responses)
-        self.last_terms = {}
+        by_term: dict[str, list[float]] = {}
         for (reward, weight), retries, backoff in zip(
             self.terms, self.retries, self.backoffs, strict=True
         ):
             scores = call_with_retries(reward, prompts, responses, retries, backoff, columns)
-            self.last_terms[reward.name] = scores
+            by_term[reward.name] = scores
             total = [t + weight * s for t, s in zip(total, scores, strict=True)]
-        return total
+        return Scores(total, by_term)
+
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: Columns | None = None
+    ) -> list[float]:
+        return self.score(prompts, responses, columns).total
 
 
 def call_with_retries(

@@ -14,7 +14,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SerializationInfo, field_serializer
 
-from rewardtune.rewards.registry import RewardBase, is_public, reward_type
+from rewardtune.config.base import is_public
+from rewardtune.rewards.registry import RewardBase, reward_type
 from rewardtune.text import REDACTED, fill_env, redact_url, redact_value
 from rewardtune.types import RewardtuneError
 

@@ -2,7 +2,7 @@
 
 A reward type is one file in ``rewardtune/rewards/``: a spec (a pydantic section with
 ``type: Literal["name"]``, decorated with ``@reward_type``) whose ``scorer(where)`` builds the
-scorer. Nothing else changes: the files are found by listing the package, ``config`` builds the
+scorer (``config.base.Section`` is the base of every section). Nothing else changes: the files are found by listing the package, ``config`` builds the
 recipe's ``reward:`` union and ``eval.toxicity`` from these tables, and the report describes a
 term with ``describe_term``. ``config`` imports every type, so a type imports heavy libraries
 (transformers, a server client) inside the functions that need them.
@@ -15,8 +15,9 @@ import pkgutil
 from functools import cache
 from typing import Annotated, Any, ClassVar, TypeVar, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializationInfo
+from pydantic import AfterValidator, Field
 
+from rewardtune.config.base import Section
 from rewardtune.rewards.base import Reward
 from rewardtune.text import template_fields
 
@@ -40,13 +41,6 @@ Input = Annotated[str, AfterValidator(checked_input)]
 
 # The order error messages and the schema have always listed; new types follow, in file order.
 LISTED_FIRST = ("classifier", "profanity", "vader", "python", "http")
-
-
-class Section(BaseModel):
-    """A config section: unknown keys are errors; `learning_rate: .inf` or `weight: .nan` is a
-    mistake, not a value."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def input_columns(spec: Section) -> set[str]:
@@ -148,14 +142,6 @@ def _ordered(table: dict[str, Any]) -> tuple[Any, ...]:
 def is_type_name(part: object) -> bool:
     """Whether a pydantic error location part is a union's tag (left out of messages)."""
     return part in REWARD_TYPES or part in TOXICITY_TYPES
-
-
-PUBLIC = {"public": True}  # model_dump(context=PUBLIC): for files, reports, logs, trackers
-
-
-def is_public(info: SerializationInfo) -> bool:
-    """Whether a dump is a PUBLIC one, where a spec redacts its secrets."""
-    return bool((info.context or {}).get("public"))
 
 
 def describe_term(term: dict) -> str:

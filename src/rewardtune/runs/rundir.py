@@ -210,7 +210,7 @@ class RunDir:
                 found.append((int(match.group(1)), child))
         return [path for _, path in sorted(found)]
 
-    def checkpoint(self, name: str | None = None) -> Path:
+    def checkpoint_dir(self, name: str | None = None) -> Path:
         """A checkpoint by name (``step-N``), or the newest complete one."""
         complete = self.checkpoints()
         if name is None:

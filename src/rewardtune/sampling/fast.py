@@ -7,7 +7,7 @@ under left padding) and a ``(batch, cache_len)`` attention mask whose shape neve
 Each step applies the logits processors generate builds for our config, in its order, then
 samples the whole batch (finished rows included) exactly as ``GenerationMixin._sample``, so
 the same torch seed gives the same tokens (``multinomial_one``: torch.multinomial's draw, with
-its exponential noise drawn 3x faster on CPU). The sampled token's logprob under the raw logits
+its exponential noise drawn faster on CPU; docs/performance.md has the timings). The sampled token's logprob under the raw logits
 and V(last hidden state) are kept from the same forward.
 
 On CUDA the one-token step is captured once as a CUDA graph and replayed (no per-token Python
@@ -53,7 +53,7 @@ def unsupported_reason(lm: torch.nn.Module, seq2seq: bool) -> str | None:
 
 def cache_argument(forward) -> str | None:
     """The keyword under which ``forward`` takes a KV cache: ``cache`` (transformers 5.2x) or
-    ``past_key_values`` (5.4 to 5.1x). None where it also takes ``cache_position`` (4.x and
+    ``past_key_values`` (transformers 5.1x and 5.4 onwards). None where it also takes ``cache_position`` (4.x and
     5.0-5.3, whose static cache writes where that tensor says, not where it counts itself)
     or takes no cache at all."""
     parameters = inspect.signature(forward).parameters
@@ -105,12 +105,12 @@ _MANTISSA = (1 << 53) - 1  # a float64 uniform keeps the low 53 bits of a 64-bit
 
 def exponential_float32(shape: tuple[int, ...]) -> torch.Tensor:
     """``torch.empty(shape).exponential_()`` on CPU: the same float32 numbers, and the default
-    generator left in the same state, about 3x faster.
+    generator left in the same state, faster (docs/performance.md).
 
     CPU ``exponential_`` draws element by element: a 64-bit word from the generator, ``u =
-    (word & (2^53 - 1)) * 2^-53``, then ``-log1p(-u)`` in float64, cast to float32 (12 ms for
-    16 x 49,152 here). ``random_``'s full-range kernel yields the same words in the same order
-    (2 ms), and the transform then runs vectorised. Torch's vectorised ``log1p`` differs from
+    (word & (2^53 - 1)) * 2^-53``, then ``-log1p(-u)`` in float64, cast to float32.
+    ``random_``'s full-range kernel yields the same words in the same order, and the transform
+    then runs vectorised. Torch's vectorised ``log1p`` differs from
     the C library's in the last bit of some float64 results; the cast to float32 absorbs that
     (no differing value in 2.4e8 draws), hence float32 only."""
     words = torch.empty(shape, dtype=torch.int64).random_(-(1 << 63), None)

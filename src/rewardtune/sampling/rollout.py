@@ -42,13 +42,15 @@ def eval_mode(module: torch.nn.Module):
 
 
 @dataclass
-class Sampled:
-    """Responses with what the sampling forward passes already computed for each token:
-    log pi_old (from the raw logits, before top-k/top-p) and V (from the last hidden state)."""
+class Generation:
+    """Sampled responses with what the sampling forward passes already computed for each
+    token: log pi_old (from the raw logits, before top-k/top-p) and V (from the last hidden
+    state), None when not kept; and the seconds sampling took (0 when not measured)."""
 
     responses: list[torch.Tensor]  # each (len_i,)
     logprobs: list[torch.Tensor] | None = None  # each (len_i,)
     values: list[torch.Tensor] | None = None  # each (len_i,)
+    seconds: float = 0.0
 
 
 class Sampler:
@@ -91,7 +93,7 @@ def generate(
     max_new_tokens: int | None = None,
     value_head: torch.nn.Module | None = None,
     sampler: Sampler | None = None,
-) -> Sampled:
+) -> Generation:
     """Sample one response per query, the whole batch at once, with ``gen.engine``
     (``sampler`` keeps engine state across calls; default: a fresh one).
 
@@ -116,10 +118,12 @@ def generate(
     return _cut(decoded, lengths, longest, eos_ids)
 
 
-def _cut(decoded: Decoded, lengths: list[int] | None, longest: int, eos_ids: list[int]) -> Sampled:
+def _cut(
+    decoded: Decoded, lengths: list[int] | None, longest: int, eos_ids: list[int]
+) -> Generation:
     """Each row up to its first EOS (kept) and at most its own length."""
     keep = decoded.logprobs is not None
-    sampled = Sampled([], [] if keep else None, [] if keep else None)
+    sampled = Generation([], [] if keep else None, [] if keep else None)
     # one copy to the host per tensor, not one per row: each copy waits for the GPU
     logprobs, values = (decoded.logprobs.cpu(), decoded.values.cpu()) if keep else (None, None)
     for i, row in enumerate(decoded.tokens.cpu()):
@@ -158,7 +162,7 @@ def score(
     responses: list[torch.Tensor],
     pad_id: int,
     chunk_size: int,
-    sampled: Sampled | None = None,
+    sampled: Generation | None = None,
 ) -> Rollout:
     """Old logprobs, values and reference logprobs of given responses, in batched forwards.
 
@@ -196,16 +200,9 @@ def score(
 def reference_logits(
     module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: TokenBatch
 ) -> torch.Tensor:
-    """Logits of the reference on the response positions (same alignment as the policy's)."""
-    if ref_lm is module.lm:  # the adapter is disabled on the policy's own LM
-        logits, _ = module(**chunk.inputs(), with_values=False)
-        return logits
-    swapped = module.lm
-    module.lm = ref_lm
-    try:
-        logits, _ = module(**chunk.inputs(), with_values=False)
-    finally:
-        module.lm = swapped
+    """Logits of the reference on the response positions (same alignment as the policy's):
+    ``ref_lm`` is the policy's own LM with its adapter disabled, or the frozen copy."""
+    logits, _ = module(**chunk.inputs(), with_values=False, lm=ref_lm)
     return logits
 
 

@@ -3,12 +3,14 @@ NaN/Inf before and after it trains, a runaway KL."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from rewardtune.config import PPOConfig
 from rewardtune.core.tensors import is_finite
+from rewardtune.distributed import global_mean
 from rewardtune.rewards import check_scores
-from rewardtune.training.collective import global_mean
 from rewardtune.types import RewardtuneError, Rollout
 
 
@@ -72,10 +74,12 @@ def mask_nonfinite(
 
 
 def exclude(rollout: Rollout, valid: torch.Tensor) -> Rollout:
-    """Masks the response tokens of samples that are not ``valid`` (B,) out of everything."""
-    if not valid.all():
-        rollout.response_mask = rollout.response_mask * valid.to(rollout.response_mask)[:, None]
-    return rollout
+    """The rollout with the response tokens of samples that are not ``valid`` (B,) masked out
+    of everything (a new record; ``rollout`` is left as it was)."""
+    if valid.all():
+        return rollout
+    mask = rollout.response_mask * valid.to(rollout.response_mask)[:, None]
+    return replace(rollout, response_mask=mask)
 
 
 def check_finite(step: int, what: str, *tensors: torch.Tensor) -> None:

@@ -39,15 +39,11 @@ def log_step(
         accelerator.log({k: v for k, v in stats.items() if _is_number(v)}, step=step)
 
 
-def reward_terms(reward) -> dict[str, float]:
-    """The mean of each term of a reward with several (``env/reward/<name>``)."""
-    terms = getattr(reward, "terms", [])
+def term_means(terms: dict[str, list[float]]) -> dict[str, float]:
+    """The mean of each term of a reward with several (logged as ``env/reward/<name>``)."""
     if len(terms) < 2:
         return {}
-    return {
-        f"env/reward/{name}": float(np.mean(values))
-        for name, values in getattr(reward, "last_terms", {}).items()
-    }
+    return {name: float(np.mean(values)) for name, values in terms.items()}
 
 
 def floats(values) -> list[float]:

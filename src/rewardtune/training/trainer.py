@@ -12,35 +12,36 @@ for batch in trainer.dataloader:
 
 from __future__ import annotations
 
+import contextlib
+import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rewardtune import distributed
 from rewardtune.config import Config
-from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Advantages, compute_advantages
+from rewardtune.core.ppo import adaptive_kl_update, scale_scores
 from rewardtune.core.tensors import sequence_sum
 from rewardtune.data.columns import column_lists, needed_columns
 from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
+from rewardtune.distributed import any_rank, global_mean
 from rewardtune.models.policy import Policy, count_parameters, load_policy
-from rewardtune.rewards import WeightedReward, build_reward
-from rewardtune.runs import checkpoint
+from rewardtune.rewards import Scores, WeightedReward, build_reward
+from rewardtune.runs import checkpoints
+from rewardtune.runs.checkpoints import TrainerCheckpoints
 from rewardtune.runs.rundir import RunDir
 from rewardtune.sampling import rollout as rollout_lib
+from rewardtune.sampling.rollout import Generation
 from rewardtune.training import guards, step_stats
-from rewardtune.training.checkpointing import Checkpoints
-from rewardtune.training.collective import any_rank, global_mean
-from rewardtune.training.progress import StepProgress
-from rewardtune.training.rng import seed_step
+from rewardtune.training.progress_bar import StepProgress
 from rewardtune.training.signals import Interrupted, graceful_interrupt
-from rewardtune.training.step_log import log_step, reward_terms
-from rewardtune.training.summary import summary_html, summary_text
-from rewardtune.training.timing import StepTimer
-from rewardtune.training.update import Updater, UpdateStats, estimator
+from rewardtune.training.step_log import log_step, term_means
+from rewardtune.training.trainer_summary import summary_html, summary_text
+from rewardtune.training.update import Updater, estimator
 from rewardtune.types import Minibatch, Prompt, PromptBatch, RewardtuneError, Rollout, StepStats
 
 
@@ -71,6 +72,9 @@ class PPOTrainer:
         distributed.check_divisible(
             self.ppo.batch_size, self.ppo.mini_batch_size, self.world, self.ppo.samples_per_prompt
         )
+        # the value head's and LoRA's initial weights are drawn from ppo.seed; the global RNGs
+        # are left as the caller had them (``own_rng``)
+        outer = checkpoints.rng_state()
         torch.manual_seed(self.ppo.seed)
         self.policy = policy or load_policy(config.model, self.accelerator.device)
         self.tokenizer = self.policy.tokenizer
@@ -87,7 +91,7 @@ class PPOTrainer:
         self.updater = Updater(
             self.accelerator, self.model, self.optimizer, self.ppo, self.estimator
         )
-        self.checkpoints = Checkpoints(
+        self.checkpoints = TrainerCheckpoints(
             self.accelerator,
             self.model,
             self.optimizer,
@@ -95,12 +99,13 @@ class PPOTrainer:
             config.run,
             self.estimator.uses_critic,
         )
-        self.timer = StepTimer()  # seconds by stage, until step() reports them
         self._stop_requested = False
-        self._sampled: tuple | None = None  # the last generate(): its logprobs and values
         self.sampler = rollout_lib.Sampler()  # engine state (CUDA graphs) lives across steps
         self.parameters = count_parameters(self.policy)
         self.last_stats: dict[str, float] = {}  # the last step()'s stats
+        # the RNG stream of the classic loop's generate(): where the seeding above left it
+        self._rng = checkpoints.rng_state()
+        checkpoints.set_rng_state(outer)
 
     def _load_prompts(self, config: Config) -> tuple[list[Prompt], list[Prompt]]:
         """(train, held-out) prompts with their rows' columns (checked: rewards.needs_columns)"""
@@ -159,15 +164,35 @@ class PPOTrainer:
         """Sample responses for a batch of queries (eval mode, the whole batch at once).
 
         ``generation_kwargs`` override ``config.generation`` for this call (``max_new_tokens``,
-        ``top_k``, ...); ``length_sampler`` (classic) or ``lengths`` cap each response.
+        ``top_k``, ...); ``length_sampler`` (classic) or ``lengths`` cap each response. The
+        responses of ``sample``: pass its ``Generation`` to ``step`` instead of the responses
+        to reuse the sampling passes' logprobs and values.
         """
+        with self.sampling_rng():
+            generation = self.sample(query_tensors, length_sampler, lengths, **generation_kwargs)
+        if return_prompt and not self.policy.seq2seq:
+            return [
+                torch.cat([q.detach().cpu().long(), r])
+                for q, r in zip(_as_list(query_tensors), generation.responses, strict=True)
+            ]
+        return generation.responses
+
+    def sampling_rng(self):
+        """Context: the RNGs of the classic loop's stream (seeded from ``ppo.seed`` when the
+        trainer was built, continued by each ``generate``), the caller's left as they were."""
+        return own_rng(self, "_rng")
+
+    def sample(
+        self,
+        query_tensors: list[torch.Tensor] | torch.Tensor,
+        length_sampler=None,
+        lengths: list[int] | None = None,
+        **generation_kwargs,
+    ) -> Generation:
+        """``generate``'s record: responses with their sampling logprobs and values, and the
+        seconds it took. Draws from torch's global RNG as it is (``train`` seeds it per step)."""
         start = time.perf_counter()
-        queries = (
-            [query_tensors]
-            if torch.is_tensor(query_tensors) and query_tensors.dim() == 1
-            else list(query_tensors)
-        )
-        queries = [q.detach().cpu().long() for q in queries]
+        queries = [q.detach().cpu().long() for q in _as_list(query_tensors)]
         gen = self.config.generation.model_copy(
             update=guards.generation_overrides(generation_kwargs)
         )
@@ -178,7 +203,7 @@ class PPOTrainer:
                 gen.response_tokens, len(queries), self.ppo.seed, self.step_count
             )
         with distributed.full_parameters(self.accelerator, self.model) as module:
-            sampled = rollout_lib.generate(
+            generation = rollout_lib.generate(
                 module.lm,
                 queries,
                 gen,
@@ -189,12 +214,8 @@ class PPOTrainer:
                 value_head=module.v_head,
                 sampler=self.sampler,
             )
-        self._sampled = (queries, sampled)
-        responses = sampled.responses
-        self.timer.since("rollout", start)
-        if return_prompt and not self.policy.seq2seq:
-            return [torch.cat([q, r]) for q, r in zip(queries, responses, strict=True)]
-        return responses
+        generation.seconds = time.perf_counter() - start
+        return generation
 
     def decode(self, responses: list[torch.Tensor]) -> list[str]:
         return self.tokenizer.batch_decode(responses, skip_special_tokens=True)
@@ -202,22 +223,40 @@ class PPOTrainer:
     def step(
         self,
         queries: list[torch.Tensor],
-        responses: list[torch.Tensor],
+        responses: list[torch.Tensor] | Generation,
         scores: list[float] | list[torch.Tensor] | torch.Tensor,
     ) -> dict[str, float]:
-        """One PPO step on given (query, response, score) triples; returns the stats.
+        """One PPO step on given (query, response, score) triples; returns the stats as
+        classic TRL's flat dict (``StepStats.to_dict``).
 
-        With ``ppo.samples_per_prompt`` k > 1 the batch comes in groups: k consecutive
-        responses to the same query, as ``dataloader`` yields them.
+        ``responses``: token tensors (their logprobs and values are computed here), or the
+        ``Generation`` that ``sample`` returned (its logprobs and values are used). With
+        ``ppo.samples_per_prompt`` k > 1 the batch comes in groups: k consecutive responses
+        to the same query, as ``dataloader`` yields them.
         """
+        generation = responses if isinstance(responses, Generation) else Generation(responses)
+        self.last_stats = self.ppo_step(queries, generation, scores).to_dict()
+        return dict(self.last_stats)
+
+    def ppo_step(
+        self,
+        queries: list[torch.Tensor],
+        generation: Generation,
+        scores: list[float] | list[torch.Tensor] | torch.Tensor | Scores,
+        reward_seconds: float = 0.0,
+    ) -> StepStats:
+        """One PPO step; returns its record. ``reward_seconds``: how long scoring took."""
         start = time.perf_counter()
+        terms = scores.terms if isinstance(scores, Scores) else {}
         # 0. checked scores; non-finite ones stop the run or mask their samples (valid)
-        scores = guards.scores_tensor(scores, len(responses))
+        scores = guards.scores_tensor(
+            scores.total if isinstance(scores, Scores) else scores, len(generation.responses)
+        )
         guards.check_groups(queries, self.ppo.samples_per_prompt)
         valid, skipped = guards.mask_nonfinite(self.accelerator, scores, self.ppo, self.step_count)
-        # 1. old logprobs, values and reference logprobs in batched forwards
-        rollout = guards.exclude(self._score(queries, responses), valid)
-        scored = self.timer.since("rollout", start)
+        # 1. old logprobs and values (unless sampling kept them) and reference logprobs
+        rollout = guards.exclude(self._score(queries, generation), valid)
+        scored = time.perf_counter()
         guards.check_finite(self.step_count, "logprobs", rollout.logprobs, rollout.ref_logprobs)
         # 2. scores -> per-token rewards with the KL penalty -> advantages and returns
         estimate = self._advantages(rollout, scores, valid)
@@ -226,23 +265,32 @@ class PPOTrainer:
         update = self.updater.update(batch, self.kl_coef, self.step_count)
         # 4. KL controller, on summed k1 whatever estimator shapes the penalty
         mean_kl = self._control_kl(sequence_sum(estimate.kl, rollout.response_mask), valid)
-        # 5. stats, each next to what it describes
-        update_seconds = time.perf_counter() - scored
-        stats = self._stats(
-            rollout, estimate, valid, scores, update, update_seconds, mean_kl, skipped
+        # 5. the record, each part made next to what it describes
+        objective = step_stats.objective_stats(
+            self.accelerator, rollout, estimate, valid, scores, mean_kl, self.kl_coef, skipped
         )
-        self.timer.clear()
+        timing = step_stats.timing_stats(
+            generation.seconds + (scored - start),
+            reward_seconds,
+            time.perf_counter() - scored,
+            len(rollout) * self.world,
+            objective.response_length,
+        )
+        critic = (
+            step_stats.critic_stats(rollout, estimate.returns)
+            if self.estimator.uses_critic
+            else None
+        )
         self.step_count += 1
         guards.check_kl(self.step_count - 1, mean_kl, self.ppo.max_kl)
-        self.last_stats = stats.to_dict()
-        return dict(self.last_stats)
+        return StepStats(objective, update, critic, timing, term_means(terms))
 
     def _advantages(
         self, rollout: Rollout, scores: torch.Tensor, valid: torch.Tensor
     ) -> Advantages:
         """Scaled, clipped scores (0 where not ``valid``) -> advantages and returns with
         ``ppo.advantage``: GAE, or a group / batch baseline."""
-        scores = core.scale_scores(
+        scores = scale_scores(
             torch.where(valid, scores, 0.0).to(rollout.values.device),
             self.ppo.reward_scale,
             self.ppo.reward_clip,
@@ -261,41 +309,10 @@ class PPOTrainer:
         """The adaptive KL controller's update (``ppo.adaptive_kl``); returns objective/kl."""
         mean_kl = global_mean(self.accelerator, summed_kl, valid)
         if self.ppo.adaptive_kl:
-            self.kl_coef = core.adaptive_kl_update(
+            self.kl_coef = adaptive_kl_update(
                 self.kl_coef, mean_kl, self.ppo.target_kl, self.ppo.batch_size, self.ppo.horizon
             )
         return mean_kl
-
-    def _stats(
-        self,
-        rollout: Rollout,
-        estimate: Advantages,
-        valid: torch.Tensor,
-        raw_scores: torch.Tensor,
-        update: UpdateStats,
-        update_seconds: float,
-        mean_kl: float,
-        skipped: int,
-    ) -> StepStats:
-        """The step's record, made here from what each stage measured."""
-        objective = step_stats.objective_stats(self.accelerator, rollout, estimate, valid)
-        n_samples = len(rollout) * self.world
-        timing = step_stats.time_stats(
-            self.timer, update_seconds, n_samples, objective["response_length"]
-        )
-        critic = (
-            step_stats.critic_stats(rollout, estimate.returns) if self.estimator.uses_critic else {}
-        )
-        return StepStats(
-            kl=mean_kl,
-            kl_coef=self.kl_coef,
-            skipped_nonfinite=skipped,
-            **objective,
-            **step_stats.reward_stats(self.accelerator, raw_scores),
-            **timing,
-            **asdict(update),
-            **critic,
-        )
 
     def log_stats(
         self,
@@ -327,15 +344,16 @@ class PPOTrainer:
         history = []
         with graceful_interrupt(self.request_stop):
             for batch in self.dataloader:
-                seed_step(self.ppo.seed, self.step_count, self.rank)
-                responses = self.generate(batch.input_ids)
-                texts = self.decode(responses)
-                start = time.perf_counter()
-                scores = self.reward(batch.query, texts, batch.columns)
-                self.timer.seconds["reward"] = time.perf_counter() - start
-                stats = self.step(batch.input_ids, responses, scores)
-                stats |= reward_terms(self.reward)
-                self.log_stats(stats, batch, scores, texts)
+                with own_rng(step_seed(self.ppo.seed, self.step_count, self.rank)):
+                    generation = self.sample(batch.input_ids)
+                    texts = self.decode(generation.responses)
+                    start = time.perf_counter()
+                    scores = self.reward.score(batch.query, texts, batch.columns)
+                    reward_seconds = time.perf_counter() - start
+                record = self.ppo_step(batch.input_ids, generation, scores, reward_seconds)
+                stats = record.to_dict()
+                self.last_stats = dict(stats)
+                self.log_stats(stats, batch, scores.total, texts)
                 history.append(stats)
                 if progress is not None:
                     progress(self.step_count, stats)
@@ -351,42 +369,31 @@ class PPOTrainer:
 
     # -- the pieces of step() --------------------------------------------------------
 
-    def _score(self, queries: list[torch.Tensor], responses: list[torch.Tensor]) -> Rollout:
+    def _score(self, queries: list[torch.Tensor], generation: Generation) -> Rollout:
         queries = [q.detach().cpu().long() for q in queries]
-        responses = [r.detach().cpu().long() for r in responses]
+        responses = [r.detach().cpu().long() for r in generation.responses]
         if any(len(r) == 0 for r in responses):
             raise RewardtuneError("step(): every response needs at least one token")
         chunk = max(self.ppo.mini_batch_size, 16)
-        sampled = self._reusable_sample(queries, responses)
+        kept = generation if generation.logprobs is not None else None
         with distributed.full_parameters(self.accelerator, self.model) as module:
             return rollout_lib.score(
-                module, self.policy.reference, queries, responses, self.pad_id, chunk, sampled
+                module, self.policy.reference, queries, responses, self.pad_id, chunk, kept
             )
-
-    def _reusable_sample(self, queries, responses) -> rollout_lib.Sampled | None:
-        """The last generate()'s logprobs and values, if step() got exactly what it sampled
-        (and the weights have not moved since)."""
-        cached, self._sampled = self._sampled, None
-        if cached is None:
-            return None
-        old_queries, sampled = cached
-        same = len(old_queries) == len(queries) and all(
-            torch.equal(a, b)
-            for a, b in zip(old_queries + sampled.responses, queries + responses, strict=True)
-        )
-        return sampled if same else None
 
     # -- checkpoints -----------------------------------------------------------------
 
     def save_checkpoint(self) -> Path | None:
         """Adapter/weights + value head, optimizer, KL controller, step, RNG (every rank
         takes part; rank 0 writes)."""
-        state = checkpoint.TrainerState(self.step_count, self.kl_coef, self.world)
-        return self.checkpoints.save(self.run, self.run_path, state)
+        state = checkpoints.TrainerState(self.step_count, self.kl_coef, self.world)
+        with self.sampling_rng():  # the checkpoint keeps the classic loop's stream
+            return self.checkpoints.save(self.run, self.run_path, state)
 
     def load_checkpoint(self, folder: Path) -> None:
         """Restore everything ``save_checkpoint`` wrote (a missing file says which)."""
-        state = self.checkpoints.load(folder)
+        with self.sampling_rng():
+            state = self.checkpoints.load(folder)
         self.step_count, self.kl_coef = state.step, state.kl_coef
 
     def save_final(self) -> Path | None:
@@ -395,6 +402,37 @@ class PPOTrainer:
     def request_stop(self) -> None:
         self._stop_requested = True
 
-    @property
-    def _timings(self) -> dict[str, float]:  # seconds by stage; benchmarks set "reward"
-        return self.timer.seconds
+
+def _as_list(query_tensors: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
+    if torch.is_tensor(query_tensors) and query_tensors.dim() == 1:
+        return [query_tensors]
+    return list(query_tensors)
+
+
+# -- randomness: every step draws from RNGs seeded by (seed, step, rank), so a resumed run
+# samples exactly what the uninterrupted run sampled; the caller's global RNGs are left alone
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of python's, numpy's and torch's RNGs for one step of one process."""
+    return (seed * 1_000_003 + step * 7919 + rank) % 2**31
+
+
+@contextlib.contextmanager
+def own_rng(owner: int | object, attribute: str | None = None):
+    """Run a block on RNGs of its own, then give the global ones (python, numpy, torch, CUDA)
+    back as they were. ``own_rng(seed)``: all seeded with ``seed``; ``own_rng(obj, "name")``:
+    the states kept in ``obj.name``, saved back there afterwards (a stream that continues)."""
+    outer = checkpoints.rng_state()
+    if attribute is None:
+        random.seed(owner)
+        np.random.seed(owner)
+        torch.manual_seed(owner)
+    else:
+        checkpoints.set_rng_state(getattr(owner, attribute))
+    try:
+        yield
+    finally:
+        if attribute is not None:
+            setattr(owner, attribute, checkpoints.rng_state())
+        checkpoints.set_rng_state(outer)

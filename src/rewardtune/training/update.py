@@ -6,34 +6,57 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 from rewardtune.config import PPOConfig
-from rewardtune.core import ppo as core
 from rewardtune.core.advantages import Estimator, kl_loss
+from rewardtune.core.ppo import (
+    mean_ratio,
+    policy_loss,
+    should_skip_minibatch,
+    should_stop_early,
+    value_loss,
+)
 from rewardtune.core.tensors import logprobs_from_logits
+from rewardtune.distributed import global_mean
 from rewardtune.sampling.rollout import eval_mode
-from rewardtune.training.collective import global_mean
 from rewardtune.training.guards import NonFiniteError, check_finite
-from rewardtune.types import Minibatch
+from rewardtune.types import Minibatch, UpdateStats
 
 
 @dataclass
-class UpdateStats:
-    """Means over every minibatch of every process (the ``StepStats`` fields of the update)."""
+class MinibatchStats:
+    """What one minibatch measured, as 0-d tensors on the device (no host sync here): the
+    update reduces them once, after its last minibatch."""
 
-    policy_loss: float
-    total_loss: float
-    clipfrac: float
-    approxkl: float
-    grad_norm: float
-    value_loss: float | None = None  # only with a value head
-    value_clipfrac: float | None = None
-    kl_loss: float | None = None  # only with ppo.kl_in: loss
-    early_stopped: float = 0.0
-    skipped_minibatches: int = 0
+    policy_loss: torch.Tensor
+    total_loss: torch.Tensor
+    clipfrac: torch.Tensor
+    approxkl: torch.Tensor
+    grad_norm: torch.Tensor
+    skipped: bool  # the ratio guard skipped its optimizer step
+    value_loss: torch.Tensor | None = None  # only with a value head
+    value_clipfrac: torch.Tensor | None = None
+    kl_loss: torch.Tensor | None = None  # only with ppo.kl_in: loss
+
+
+# each is averaged into the UpdateStats field of the same name
+MEASURED = tuple(f.name for f in fields(MinibatchStats) if f.name != "skipped")
+
+
+def reduce_minibatches(
+    accelerator, minibatches: list[MinibatchStats], stopped: bool
+) -> UpdateStats:
+    """Means over every minibatch of every process, one gather per field."""
+    means = {}
+    for name in MEASURED:
+        values = [getattr(m, name) for m in minibatches]
+        if values and values[0] is not None:
+            means[name] = global_mean(accelerator, torch.stack(values))
+    skipped = sum(int(m.skipped) for m in minibatches)
+    return UpdateStats(**means, early_stopped=float(stopped), skipped_minibatches=skipped)
 
 
 class Updater:
@@ -49,20 +72,16 @@ class Updater:
 
     def update(self, data: Minibatch, kl_coef: float, step: int) -> UpdateStats:
         """``ppo_epochs`` passes over this process's samples; ``step`` seeds the order."""
-        totals: dict[str, list[float]] = {}
-        skipped, stopped = 0, False
+        measured: list[MinibatchStats] = []
+        stopped = False
         with eval_mode(self.model):
             for epoch in self.epochs(data, step):
                 for batch in epoch:
-                    stats = self.minibatch_step(batch, kl_coef, step)
-                    skipped += int(stats.pop("skipped"))
-                    for key, value in stats.items():
-                        totals.setdefault(key, []).append(value)
-                if self.stop_early(stats["approxkl"]):
+                    measured.append(self.minibatch_step(batch, kl_coef, step))
+                if self.stop_early(measured[-1].approxkl):
                     stopped = True
                     break
-        means = {k: global_mean(self.accelerator, torch.tensor(v)) for k, v in totals.items()}
-        return UpdateStats(**means, early_stopped=float(stopped), skipped_minibatches=skipped)
+        return reduce_minibatches(self.accelerator, measured, stopped)
 
     def epochs(self, data: Minibatch, step: int) -> Iterator[Iterator[Minibatch]]:
         """``ppo_epochs`` times: this process's samples in a new order, as minibatches of
@@ -73,81 +92,86 @@ class Updater:
             order = torch.randperm(len(data), generator=generator)
             yield (data.index(index).trim() for index in order.split(mini))
 
-    def stop_early(self, approxkl: float) -> bool:
+    def stop_early(self, approxkl: torch.Tensor) -> bool:
         """``ppo.early_stopping``, checked after each epoch on its last minibatch as classic TRL
         did; decided on the mean over processes, so all stop together."""
         if not self.ppo.early_stopping:
             return False
-        mean = global_mean(self.accelerator, torch.tensor([approxkl]))
-        return core.should_stop_early(mean, self.ppo.target_kl_early)
+        mean = global_mean(self.accelerator, approxkl)
+        return should_stop_early(mean, self.ppo.target_kl_early)
 
     def skip_minibatch(self, logprobs, old_logprobs, mask) -> bool:
         """``ppo.ratio_threshold``: decided on the mean over processes, so all skip together."""
         if self.ppo.ratio_threshold is None:
             return False
-        ratio = global_mean(
-            self.accelerator, core.mean_ratio(logprobs.detach(), old_logprobs, mask)
-        )
-        return core.should_skip_minibatch(ratio, self.ppo.ratio_threshold)
+        ratio = global_mean(self.accelerator, mean_ratio(logprobs.detach(), old_logprobs, mask))
+        return should_skip_minibatch(ratio, self.ppo.ratio_threshold)
 
-    def minibatch_step(self, batch: Minibatch, kl_coef: float, step: int) -> dict[str, float]:
+    def minibatch_step(self, batch: Minibatch, kl_coef: float, step: int) -> MinibatchStats:
         """Loss and one optimizer step (unless the ratio guard skips it) on one minibatch."""
         mask = batch.response_mask
         logits, values = self.forward(**batch.inputs())
         logprobs = logprobs_from_logits(logits, batch.response_ids)
-        pg_loss, clipfrac, approxkl = core.policy_loss(
+        pg_loss, clipfrac, approxkl = policy_loss(
             logprobs, batch.old_logprobs, batch.advantages, mask, self.ppo.cliprange
         )
         loss, terms = pg_loss, {}
         if self.estimator.uses_critic:  # critic-free estimators have no value loss
-            vf_loss, vf_clipfrac = core.value_loss(
+            vf_loss, vf_clipfrac = value_loss(
                 values.float(), batch.old_values, batch.returns, mask, self.ppo.cliprange_value
             )
             loss = loss + self.ppo.vf_coef * vf_loss
-            terms = {"value_loss": vf_loss.item(), "value_clipfrac": vf_clipfrac.item()}
+            terms = {"value_loss": _measured(vf_loss), "value_clipfrac": _measured(vf_clipfrac)}
         if self.estimator.kl_in == "loss":
             kl_term = kl_loss(logprobs, batch.ref_logprobs, mask)
             loss = loss + kl_coef * kl_term
-            terms["kl_loss"] = kl_term.item()
+            terms["kl_loss"] = _measured(kl_term)
         check_finite(step, "loss", loss)
         skip = self.skip_minibatch(logprobs, batch.old_logprobs, mask)
-        grad_norm = 0.0 if skip else self.optimizer_step(loss, step)
-        return {
-            "policy_loss": pg_loss.item(),
-            "total_loss": loss.item(),
-            "clipfrac": clipfrac.item(),
-            "approxkl": approxkl.item(),
-            "grad_norm": grad_norm,
-            "skipped": float(skip),
+        grad_norm = torch.zeros((), device=loss.device) if skip else self.optimizer_step(loss, step)
+        return MinibatchStats(
+            policy_loss=_measured(pg_loss),
+            total_loss=_measured(loss),
+            clipfrac=_measured(clipfrac),
+            approxkl=_measured(approxkl),
+            grad_norm=grad_norm,
+            skipped=skip,
             **terms,
-        }
+        )
 
-    def optimizer_step(self, loss: torch.Tensor, step: int) -> float:
-        """Backward, clip, step; returns the gradient norm."""
+    def optimizer_step(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """Backward, clip, step; returns the gradient norm (0-d, float32)."""
         self.accelerator.backward(loss)
         grad_norm = self.clip_gradients(step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
-    def clip_gradients(self, step: int) -> float:
+    def clip_gradients(self, step: int) -> torch.Tensor:
+        """Clips to ``ppo.max_grad_norm``; a NaN/Inf norm stops before the optimizer steps
+        (the one host sync of a minibatch's numbers)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.ppo.max_grad_norm is not None:
             norm = self.accelerator.clip_grad_norm_(params, self.ppo.max_grad_norm)
             if norm is None:  # DeepSpeed clips inside its own step and reports nothing here
-                return 0.0
+                return torch.zeros((), device=self.accelerator.device)
         else:
             norm = torch.linalg.vector_norm(
                 torch.stack([p.grad.norm() for p in params if p.grad is not None])
             )
-        norm = float(norm)
-        if not math.isfinite(norm):
+        norm = torch.as_tensor(norm).detach().float()
+        if not math.isfinite(float(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteError(
                 f"step {step}: gradients are NaN/Inf; lower ppo.learning_rate or set "
                 "ppo.reward_clip"
             )
         return norm
+
+
+def _measured(value: torch.Tensor) -> torch.Tensor:
+    """A minibatch's number, kept on the device as a float32 0-d tensor."""
+    return value.detach().float()
 
 
 def estimator(ppo: PPOConfig) -> Estimator:

@@ -1,11 +1,22 @@
 """The evaluation's records: one row per sample (a line of eval.jsonl) and the summary
-(eval.json). ``to_dict`` gives exactly the JSON those files hold; ``from_dict`` reads it."""
+(eval.json). ``to_dict`` gives exactly the JSON those files hold; ``from_dict`` reads it;
+``read_evaluation`` is the one reader of a run's evaluation (the report and ``compare`` use it).
+
+They live in ``runs`` so that ``evaluation`` (which writes them) and ``report`` (which reads
+them) share one definition.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
-from rewardtune.evaluation.metrics import REWARD_TOTAL
+from rewardtune.runs.rundir import EVAL, EVAL_ROWS, read_jsonl
+from rewardtune.types import RewardtuneError
+
+REWARD_TOTAL = "reward/total"  # the total reward's key in a row's scores
 
 
 @dataclass
@@ -25,7 +36,11 @@ class EvalRow:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> EvalRow:
+    def from_dict(cls, data: dict, index: int | None = None) -> EvalRow:
+        """A line of eval.jsonl; ``index`` (its line number) is the prompt of a row written
+        before ``prompt_id`` existed, whose KL is then unknown (NaN)."""
+        if index is not None:
+            data = {"kl": math.nan, "prompt_id": index} | data
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
     @property
@@ -68,7 +83,8 @@ class EvalSummary:
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("samples_per_prompt", 1)
         sections = [EvalSection.from_dict(s) for s in data.get("sections") or []]
-        return cls(**values, sections=sections, rows=[EvalRow.from_dict(r) for r in rows or []])
+        rows = [EvalRow.from_dict(r, i) for i, r in enumerate(rows or [])]
+        return cls(**values, sections=sections, rows=rows)
 
 
 @dataclass
@@ -93,3 +109,22 @@ class EvalSection:
     @property
     def title(self) -> str:
         return f"{self.prompts} · {self.form}"
+
+
+def read_evaluation(run_dir: Path) -> EvalSummary | None:
+    """A run's evaluation: eval.json with eval.jsonl's rows, None when it was not evaluated;
+    an unreadable file is a ``RewardtuneError`` naming it."""
+    path = Path(run_dir) / EVAL
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RewardtuneError(f"{path} is not valid JSON ({err}); regenerate or remove it") from err
+    try:
+        return EvalSummary.from_dict(data, read_jsonl(Path(run_dir) / EVAL_ROWS))
+    except (KeyError, TypeError, AttributeError) as err:
+        raise RewardtuneError(
+            f"{path} is not an evaluation summary rewardtune wrote ({type(err).__name__}: "
+            f"{err}); re-run `rewardtune evaluate {run_dir}`"
+        ) from err

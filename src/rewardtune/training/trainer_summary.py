@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import html
 
-HEADLINE_STATS = (
-    "env/reward_mean",
-    "objective/kl",
-    "objective/kl_coef",
-    "objective/entropy",
-    "throughput/samples_per_s",
-)
+from rewardtune.types import STAT
+
+HEADLINE_STATS = (STAT.reward_mean, STAT.kl, STAT.kl_coef, STAT.entropy, STAT.samples_per_s)
 
 
 def summary_rows(trainer) -> list[tuple[str, str]]:

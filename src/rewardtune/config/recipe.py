@@ -1,4 +1,4 @@
-"""Typed, validated configuration: YAML recipes, `--set a.b=c` overrides, one error line.
+"""The recipe: typed, validated configuration: YAML recipes, `--set a.b=c` overrides, one error line.
 
 Validated once here, at the edge; everything below receives these objects and trusts them.
 """
@@ -16,13 +16,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from rewardtune.rewards.registry import (
-    PUBLIC,
-    Section,
-    is_type_name,
-    reward_types,
-    toxicity_types,
-)
+from rewardtune.config.base import PUBLIC, Section
+from rewardtune.core.advantages import AdvantageName, KLIn
+from rewardtune.core.ppo import KLEstimator
+from rewardtune.rewards.registry import is_type_name, reward_types, toxicity_types
 from rewardtune.text import checked_encoding, checked_run_dir, checked_template
 from rewardtune.types import RewardtuneError
 
@@ -135,7 +132,7 @@ class PPOConfig(Section):
     adaptive_kl: bool = True
     target_kl: float = Field(6.0, gt=0)
     horizon: int = Field(10000, gt=0)
-    kl_estimator: Literal["kl", "abs", "mse", "low_var"] = "kl"
+    kl_estimator: KLEstimator = "kl"
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     cliprange: float = Field(0.2, gt=0)
@@ -155,9 +152,9 @@ class PPOConfig(Section):
     steps: int = Field(100, ge=0)
     seed: Seed = 0
     samples_per_prompt: int = Field(1, gt=0)  # k responses per prompt; batch_size counts them
-    advantage: Literal["gae", "rloo", "grpo", "reinforce_pp"] = "gae"
+    advantage: AdvantageName = "gae"
     grpo_scale: bool = True  # false = Dr. GRPO: no division by the group's std
-    kl_in: Literal["reward", "loss"] = "reward"  # loss: k3 KL in the loss, as GRPO
+    kl_in: KLIn = "reward"  # loss: k3 KL in the loss, as GRPO
     compile: bool = False  # torch.compile the update's forward + backward (pays off on a GPU)
 
     @model_validator(mode="after")

@@ -1,11 +1,13 @@
-"""What a checkpoint and ``final/`` hold, and how they are written and read back.
+"""Checkpoints, in one place: what a checkpoint and ``final/`` hold, how they are written and
+read back, and when a trainer saves (``TrainerCheckpoints``).
 
 Every file name inside a checkpoint lives here. A checkpoint folder (``checkpoints/step-N``):
 
     weights.safetensors        the LM weights that train (adapter, or full model)
     value_head.safetensors     the value head (only when it trains: ppo.advantage gae)
     optimizer.pt               the optimizer (``optimizer-rankR.pt`` per rank under ZeRO/FSDP)
-    rng_state.pt               python / numpy / torch / cuda RNG states
+    rng_state.pt               python / numpy / torch / cuda RNG states of the classic
+                               loop's stream (train() seeds each step from (seed, step, rank))
     trainer_state.json         step, KL coefficient, world size; written last
 
 ``final/`` is a folder transformers/peft load (adapter or full weights + tokenizer), plus the
@@ -20,6 +22,7 @@ import logging
 import os
 import random
 import shutil
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from rewardtune import distributed
+from rewardtune.config import RunConfig
+from rewardtune.distributed import any_rank
 from rewardtune.models.hub import save_hf_folder
 from rewardtune.models.policy import Policy
 from rewardtune.models.weights import (
@@ -38,7 +44,7 @@ from rewardtune.models.weights import (
     untie,
     value_head_state,
 )
-from rewardtune.runs.rundir import STATE, RunDir, read_state
+from rewardtune.runs.rundir import CHECKPOINTS, FINAL, STATE, RunDir, read_state
 from rewardtune.types import RewardtuneError
 
 WEIGHTS = "weights.safetensors"
@@ -135,7 +141,7 @@ def usable_checkpoint(run: RunDir) -> Path:
     when the newest is damaged; a RewardtuneError naming the file when none is left."""
     complete = run.checkpoints()
     if not complete:
-        return run.checkpoint()  # raises: nothing to resume from
+        return run.checkpoint_dir()  # raises: nothing to resume from
     problems = []
     for folder in reversed(complete):
         problem = checkpoint_problem(folder)
@@ -265,3 +271,102 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- a trainer's saves: gathering, optimizer shards, run.save_every* ------------------
+
+
+class TrainerCheckpoints:
+    """When and how one trainer saves and resumes its model and optimizer: every rank gathers
+    its part, rank 0 writes the files above.
+
+    ``value_head=False`` (a critic-free estimator) leaves the untrained value head out.
+    """
+
+    def __init__(
+        self, accelerator, model, optimizer, policy: Policy, run: RunConfig, value_head: bool
+    ):
+        self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
+        self.policy, self.run_config, self.value_head = policy, run, value_head
+        self.last_save, self.saved_step = time.monotonic(), None  # run.save_every_minutes
+
+    def save(self, run: RunDir | None, run_path: Path | None, state: TrainerState) -> Path | None:
+        """Adapter/weights + value head (safetensors), optimizer, KL controller, step, RNG.
+
+        Every rank takes part (gathering sharded weights is a collective); rank 0 (the one
+        with a ``run``) writes.
+        """
+        self.accelerator.wait_for_everyone()
+        weights = distributed.full_state_dict(self.accelerator, self.model)
+        shards = self._stage_optimizer_shards(run_path, state.step)
+        path = None
+        if run is not None:
+            optimizer_state = self.optimizer.state_dict()
+            path = run.save_checkpoint(
+                state.step,
+                lambda folder: write_checkpoint(
+                    folder,
+                    self.policy,
+                    weights,
+                    optimizer_state,
+                    state,
+                    shards,
+                    value_head=self.value_head,
+                ),
+                self.run_config.keep_checkpoints,
+            )
+        # every rank waits here: a rank that ran ahead would pair its next collective
+        # (DDP's buffer broadcast) with this barrier and hang both
+        self.accelerator.wait_for_everyone()
+        self.last_save, self.saved_step = time.monotonic(), state.step
+        return path
+
+    def _stage_optimizer_shards(self, run_path: Path | None, step: int) -> Path | None:
+        """Under ZeRO/FSDP each rank holds its own optimizer shard: ranks > 0 write theirs
+        beside the checkpoint, and rank 0 moves them in before the checkpoint is renamed
+        into place (so a complete checkpoint always has every shard)."""
+        if not distributed.optimizer_is_sharded(self.accelerator) or run_path is None:
+            return None
+        staging = run_path / CHECKPOINTS / f".shards-step-{step}"
+        rank = self.accelerator.process_index
+        if rank > 0:
+            staging.mkdir(parents=True, exist_ok=True)
+            torch.save(self.optimizer.state_dict(), staging / optimizer_file(rank))
+        self.accelerator.wait_for_everyone()
+        return staging
+
+    def load(self, folder: Path) -> TrainerState:
+        """Restore everything ``save`` wrote (a missing file says which)."""
+        sharded = distributed.optimizer_is_sharded(self.accelerator)
+        rank = self.accelerator.process_index if sharded else 0
+        return read_checkpoint(
+            folder,
+            self.policy,
+            self.optimizer,
+            rank,
+            self.accelerator.num_processes,
+            self.value_head,
+        )
+
+    def save_final(self, run: RunDir | None, name: str = FINAL) -> Path | None:
+        """The final model folder (``final/``, or ``best/``), written by rank 0 from the
+        gathered weights."""
+        self.accelerator.wait_for_everyone()
+        weights = distributed.full_state_dict(self.accelerator, self.model)
+        path = None
+        if run is not None:
+            path = run.save_final(
+                lambda folder: write_final(folder, self.policy, weights, value_head=self.value_head),
+                name,
+            )
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def due(self, step: int) -> bool:
+        """Every ``run.save_every`` steps, or once ``run.save_every_minutes`` have passed since
+        the last save, whichever comes first; every rank takes the same decision."""
+        run = self.run_config
+        by_steps = bool(run.save_every) and step % run.save_every == 0
+        elapsed = time.monotonic() - self.last_save
+        by_time = bool(run.save_every_minutes) and elapsed >= run.save_every_minutes * 60
+        return any_rank(self.accelerator, by_steps or by_time)

@@ -12,6 +12,8 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rewardtune.types import STAT
+
 
 class StepProgress:
     """``with StepProgress(total, start) as update: ... update(step, stats)``; ``enabled=False``
@@ -40,7 +42,7 @@ class StepProgress:
     def update(self, step: int, stats: dict) -> None:
         now = time.perf_counter()
         info = (
-            f"reward {stats['env/reward_mean']:+.3f}  kl {stats['objective/kl']:.3f}  "
+            f"reward {stats[STAT.reward_mean]:+.3f}  kl {stats[STAT.kl]:.3f}  "
             f"{now - self.last:.1f}s/step"
         )
         self.last = now
