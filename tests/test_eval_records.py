@@ -34,7 +34,7 @@ def test_summary_to_dict_is_eval_json_without_rows_and_reads_back():
     data = summary.to_dict()
     assert list(data) == [
         "seed", "max_new_tokens", "samples_per_prompt", "bootstrap", "metrics", "toxicity",
-        "diversity", "kl", "checkpoint", "n_prompts", "reference", "sections",
+        "diversity", "kl", "checkpoint", "n_prompts", "reference", "overrides", "sections",
     ]  # fmt: skip
     assert data["sections"] == []
     assert EvalSummary.from_dict(json.loads(json.dumps(data))).to_dict() == data

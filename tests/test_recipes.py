@@ -167,7 +167,28 @@ def run_dialogsum(name: str, model: Path, data: Path, classifier: Path, tmp_path
     summary = json.loads((run / "eval.json").read_text())
     assert summary["toxicity"]["scorer"] == "classifier"
     assert 0.0 <= summary["toxicity"]["before"]["mean"] <= 1.0
+    rouge = next(m for m in summary["metrics"] if m["name"] == "extra/rouge")
+    assert 0.0 <= rouge["before"]["mean"] <= 1.0 and 0.0 <= rouge["after"]["mean"] <= 1.0
+    # the summaries were scored against each dialogue's own reference summary
+    rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    references = {
+        json.loads(line)["dialogue"][-60:]: json.loads(line)["summary"]
+        for line in data.read_text().splitlines()
+    }
+    row = rows[0]
+    reference = next(s for d, s in references.items() if d in row["prompt"])
+    assert row["scores_before"]["extra/rouge"] == pytest.approx(rouge_l(row["before"], reference))
     return overrides
+
+
+def rouge_l(response: str, reference: str) -> float:
+    from rouge_score import rouge_scorer
+
+    return (
+        rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        .score(reference, response)["rougeL"]
+        .fmeasure
+    )
 
 
 def test_flan_t5_dialogsum_detox_seq2seq_lora(tiny_t5, hate_classifier, dialogsum_file, tmp_path):

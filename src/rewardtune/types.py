@@ -17,10 +17,12 @@ class RewardtuneError(Exception):
 
 @dataclass
 class Prompt:
-    """One prompt: its text (as the reward sees it) and the policy's token ids for it."""
+    """One prompt: its text (as the reward sees it), the policy's token ids for it, and the
+    other fields of its data row (``data.columns``), which rewards may read."""
 
     text: str
     input_ids: torch.Tensor  # (query_len,) int64
+    columns: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -29,6 +31,7 @@ class PromptBatch:
 
     query: list[str]
     input_ids: list[torch.Tensor]  # each (query_len_i,)
+    columns: dict[str, list] = field(default_factory=dict)  # name -> one value per query
 
     def __getitem__(self, key: str):  # classic loops write batch["query"], batch["input_ids"]
         return getattr(self, key)

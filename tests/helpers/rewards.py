@@ -86,3 +86,17 @@ def hanging_reward(prompts, responses):
 
     time.sleep(3600)
     return [0.0 for _ in responses]
+
+
+def column_reward(prompts, responses, *, answer, **columns):
+    """Records what it was given (each prompt with its row's ``answer`` and ``key``) in
+    $RT_COLUMNS_DIR/columns-rank{RANK}.jsonl; kills its process at call $RT_KILL_AT (with
+    $RT_COUNTER set). Scores the response length."""
+    import json
+
+    if "RT_COUNTER" in os.environ and _count_call() == int(os.environ.get("RT_KILL_AT", "0")):
+        os.kill(os.getpid(), signal.SIGKILL)
+    folder, rank = Path(os.environ["RT_COLUMNS_DIR"]), os.environ.get("RANK", "0")
+    with (folder / f"columns-rank{rank}.jsonl").open("a") as f:
+        f.write(json.dumps({"prompts": prompts, "answer": answer, "key": columns["key"]}) + "\n")
+    return [len(r) / 10 for r in responses]

@@ -81,6 +81,10 @@ def evaluate(
     prompt_file: Annotated[
         Path | None, typer.Option(help="Evaluate on these prompts (one per line, or jsonl).")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override an eval key: --set eval.samples_per_prompt=4."),
+    ] = None,
 ) -> None:
     """Before/after evaluation of a run on held-out prompts, with bootstrap CIs."""
     if prompts is not None and prompts < 1:
@@ -90,6 +94,7 @@ def evaluate(
 
     quiet_libraries()
     options = {"n_prompts": prompts, "checkpoint": checkpoint, "prompt_file": prompt_file}
+    options["overrides"] = set_
     run = RunDir.open_existing(run_dir)
     with contextlib.ExitStack() as held:  # not while a training writes the run (rank 0 holds)
         if process_state().is_main_process:

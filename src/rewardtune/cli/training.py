@@ -91,6 +91,7 @@ def _train_evaluate_report(cfg, run, resumed: bool, changes: list) -> None:
         checkpoint = usable_checkpoint(run) if resumed else None
         trainer = PPOTrainer(cfg, run_dir=run, accelerator=accelerator)
         _check_eval_sets(trainer)
+        periodic = _periodic_eval(trainer)
         if accelerator.is_main_process and checkpoint is None:
             # only now: a config mistake leaves no folder behind
             held.enter_context(run.initialise(cfg.to_yaml()))
@@ -100,7 +101,7 @@ def _train_evaluate_report(cfg, run, resumed: bool, changes: list) -> None:
             _resume(trainer, checkpoint, changes)
         print_header(trainer, run.path)
         with _say_how_to_go_on(trainer, run.path):
-            wall = _train(trainer, run.path)
+            wall = _train(trainer, run.path, periodic)
             if trainer.run is not None:
                 trainer.run.add_run_info(
                     wall, trainer.parameters, cfg.model.name, trainer.step_count
@@ -163,6 +164,15 @@ def _check_eval_sets(trainer) -> None:
         eval_sets(cfg, policy.tokenizer, budget, cfg.eval.prompts)
 
 
+def _periodic_eval(trainer):
+    """``eval.every``'s evaluation during training, or None (built now: a bad
+    ``run.keep_best`` stops the run before training)."""
+    from rewardtune.evaluation.during import PeriodicEval
+
+    cfg = trainer.config
+    return PeriodicEval(trainer) if cfg.eval.enabled and cfg.eval.every else None
+
+
 def _resume(trainer, checkpoint: Path, changes: list) -> None:
     """Load the checkpoint, drop the log lines of the steps it redoes; the --set changes
     apply from its step on: recorded in overrides.jsonl, and config.yaml rewritten."""
@@ -186,8 +196,9 @@ def _resume(trainer, checkpoint: Path, changes: list) -> None:
         say(trainer.accelerator, f"  {key}: {escape(repr(old))} -> {escape(repr(new))}")
 
 
-def _train(trainer, path: Path) -> float:
-    """Train to ppo.steps; the wall time in seconds. Interrupted: say how to resume, exit 130."""
+def _train(trainer, path: Path, periodic=None) -> float:
+    """Train to ppo.steps (with ``periodic``, eval.every's evaluation, after each step); the
+    wall time in seconds. Interrupted: say how to resume, exit 130."""
     from rewardtune.distributed import end
     from rewardtune.training.signals import signal_name
     from rewardtune.training.trainer import Interrupted
@@ -196,7 +207,7 @@ def _train(trainer, path: Path) -> float:
     started = time.time()
     try:
         with progress(accelerator, steps, trainer.step_count) as update:
-            trainer.train(progress=update)
+            trainer.train(progress=_with_eval(update, periodic))
     except Interrupted as stop:
         say(
             accelerator,
@@ -208,6 +219,18 @@ def _train(trainer, path: Path) -> float:
     wall = time.time() - started
     say(accelerator, f"trained {steps} steps in {wall:.0f}s -> {escape(str(path / 'final'))}")
     return wall
+
+
+def _with_eval(update, periodic):
+    """The progress callback, then the evaluation during training when one is due."""
+    if periodic is None:
+        return update
+
+    def step_done(step: int, stats: dict) -> None:
+        update(step, stats)
+        periodic(step)
+
+    return step_done
 
 
 def _launched() -> bool:

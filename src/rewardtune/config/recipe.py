@@ -93,6 +93,7 @@ class DataConfig(Section):
     seed: Seed = 0
     encoding: Annotated[str, AfterValidator(checked_encoding)] = "utf-8"  # a BOM is skipped
     truncate: Literal["left", "error"] = "left"  # prompts longer than the model's context
+    columns: list[str] | None = None  # the row fields that travel with a prompt; null: all
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -215,6 +216,8 @@ class EvalConfig(Section):
     bootstrap: int = Field(1000, ge=100)
     forms: list[Literal["plain", "chat"]] | None = Field(None, min_length=1)  # None: data.chat's
     prompt_sets: list[str] = Field(default_factory=list)  # shipped set names or text files
+    every: int = Field(0, ge=0)  # a quick held-out evaluation every N steps; 0: none
+    every_prompts: int = Field(16, gt=0)  # how many held-out prompts it samples
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:
@@ -234,6 +237,7 @@ class RunConfig(Section):
     trackers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
         default_factory=lambda: ["jsonl"]
     )
+    keep_best: str | None = None  # a metric of eval.every's evaluation: its best model in best/
 
 
 class Config(Section):
@@ -252,6 +256,11 @@ class Config(Section):
             raise ValueError(
                 "eval.enabled needs held-out prompts: set data.eval_fraction > 0 "
                 "(e.g. 0.1) or eval.enabled=false"
+            )
+        if self.run.keep_best and not (self.eval.every and self.eval.enabled):
+            raise ValueError(
+                f"run.keep_best ({self.run.keep_best}) picks by the evaluation during training: "
+                "set eval.every (e.g. 10) with eval.enabled"
             )
         return self
 

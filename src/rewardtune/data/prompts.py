@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardtune.config import DataConfig
+from rewardtune.data.columns import check_needs, check_selected, row_columns
 from rewardtune.text import template_fields, well_formed
 from rewardtune.types import Prompt, RewardtuneError
 
@@ -24,20 +25,25 @@ LOCAL_SUFFIXES = {
 }
 
 
+SHIPPED_SUFFIXES = (".txt", ".jsonl")  # a shipped set: one prompt a line, or rows with columns
+
+
 def shipped_prompt_sets() -> dict[str, Path]:
     folder = resources.files("rewardtune.data") / "prompt_sets"
     return {
-        p.name.removesuffix(".txt"): Path(str(p))
+        p.name.rsplit(".", 1)[0]: Path(str(p))
         for p in folder.iterdir()
-        if p.name.endswith(".txt")
+        if p.name.endswith(SHIPPED_SUFFIXES)
     }
 
 
 def read_rows(cfg: DataConfig) -> list[dict]:
-    """The raw rows of ``data.source`` as dicts (a .txt file or a shipped set: column ``text``)."""
+    """The raw rows of ``data.source`` as dicts (a .txt file or a shipped .txt set: column
+    ``text``; a shipped .jsonl set: its rows)."""
     shipped = shipped_prompt_sets()
     if cfg.source in shipped:
-        return _read_text(shipped[cfg.source], "utf-8")
+        path = shipped[cfg.source]
+        return _read_jsonl(path, "utf-8") if path.suffix == ".jsonl" else _read_text(path, "utf-8")
     path = Path(cfg.source).expanduser()
     if path.suffix in LOCAL_SUFFIXES:
         if not path.is_file():
@@ -110,6 +116,21 @@ def read_prompt_set(name: str, encoding: str, where: str) -> list[str]:
     return prompts
 
 
+def read_prompt_rows(
+    name: str, cfg: DataConfig, where: str, needs: dict[str, str] | None = None
+) -> list[tuple[str, dict]]:
+    """(text, columns) of an extra prompt set: a .jsonl set (shipped or a file) read like
+    ``data.source`` (``data.column``, ``data.template``, ``data.columns``), its rows' columns
+    kept; a text set gives each line with no columns."""
+    shipped = shipped_prompt_sets()
+    path = shipped[name] if name in shipped else Path(name).expanduser()
+    if path.suffix != ".jsonl" or not path.is_file():
+        return [(text, {}) for text in read_prompt_set(name, cfg.encoding, where)]
+    source = name if name in shipped else str(path)
+    given = cfg.model_copy(update={"source": source, "min_chars": 0, "max_chars": None})
+    return format_rows(read_rows(given), given, needs)
+
+
 def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
@@ -151,9 +172,19 @@ def _load_with_datasets(builder: str, name: str, split: str, **kwargs) -> list[d
 
 def format_prompts(rows: list[dict], cfg: DataConfig) -> list[str]:
     """Length-filter on ``data.column`` and fill ``data.template`` ({text} = that column)."""
+    return [text for text, _ in format_rows(rows, cfg)]
+
+
+def format_rows(
+    rows: list[dict], cfg: DataConfig, needs: dict[str, str] | None = None
+) -> list[tuple[str, dict]]:
+    """(prompt text, the row's other columns) per row kept: ``format_prompts``' texts, with
+    the columns ``data.columns`` selects. ``needs`` (column -> the reward that reads it, e.g.
+    ``reward.0 (match)``): a kept row without one of them is a RewardtuneError naming it."""
     if not rows:
         raise RewardtuneError(f"data.source: {cfg.source} has no rows")
     needed = {cfg.column} | (set(template_fields(cfg.template)) - {"text"})
+    check_selected(cfg, needs or {}, rows)
     texts = []
     for number, row in enumerate(rows, 1):
         missing = sorted(needed - set(row))
@@ -168,7 +199,9 @@ def format_prompts(rows: list[dict], cfg: DataConfig) -> list[str]:
             continue
         if len(value) < cfg.min_chars or (cfg.max_chars and len(value) > cfg.max_chars):
             continue
-        texts.append(cfg.template.format(**{**row, "text": value}))
+        columns = row_columns(row, cfg)
+        check_needs(columns, needs or {}, number, cfg.source)
+        texts.append((cfg.template.format(**{**row, "text": value}), columns))
     if not texts:
         raise RewardtuneError(
             f"data: no prompt of {cfg.source} is left after the length filter "
@@ -177,8 +210,11 @@ def format_prompts(rows: list[dict], cfg: DataConfig) -> list[str]:
     return texts
 
 
-def tokenize_prompt(text: str, tokenizer, chat: bool, query_len: int | None) -> Prompt:
-    """Token ids for one prompt; a sampled query length keeps only the first tokens of it."""
+def tokenize_prompt(
+    text: str, tokenizer, chat: bool, query_len: int | None, columns: dict | None = None
+) -> Prompt:
+    """Token ids for one prompt; a sampled query length keeps only the first tokens of it.
+    ``columns``: its row's other fields, kept beside it."""
     text = well_formed(text)
     if query_len is not None:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][:query_len]
@@ -193,7 +229,7 @@ def tokenize_prompt(text: str, tokenizer, chat: bool, query_len: int | None) -> 
         ids = tokenizer(text)["input_ids"]
     import torch
 
-    return Prompt(text=text, input_ids=torch.tensor(ids, dtype=torch.long))
+    return Prompt(text=text, input_ids=torch.tensor(ids, dtype=torch.long), columns=columns or {})
 
 
 def fit_prompt(prompt: Prompt, tokenizer, chat: bool, budget: int | None) -> Prompt | None:
@@ -205,7 +241,8 @@ def fit_prompt(prompt: Prompt, tokenizer, chat: bool, budget: int | None) -> Pro
     content = tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
     kept = tokenizer.decode(content[excess:], skip_special_tokens=True)
     cut = tokenize_prompt(kept, tokenizer, chat, None)
-    return Prompt(text=kept, input_ids=cut.input_ids[-budget:])  # re-tokenising may differ
+    # re-tokenising may differ: keep at most the budget
+    return Prompt(text=kept, input_ids=cut.input_ids[-budget:], columns=prompt.columns)
 
 
 def fit_prompts(prompts: list[Prompt], tokenizer, chat: bool, cfg: DataConfig, budget):
@@ -253,20 +290,29 @@ class PromptSplit:
 
 
 def load_prompts(
-    cfg: DataConfig, tokenizer, chat: bool | str | None = None, max_tokens: int | None = None
+    cfg: DataConfig,
+    tokenizer,
+    chat: bool | str | None = None,
+    max_tokens: int | None = None,
+    needs: dict[str, str] | None = None,
 ) -> tuple[list[Prompt], list[Prompt]]:
     """(train, eval) prompts: read, filter, template, shuffle with ``data.seed``, split,
     tokenise, and fit into ``max_tokens`` (the model's context less the response).
 
     ``chat`` (default ``data.chat``): true wraps every prompt in the chat template; "both"
     keeps the held-out prompts plain and gives training each prompt twice, plain and then
-    wrapped."""
-    split = split_prompts(cfg, tokenizer, chat, max_tokens)
+    wrapped. Each prompt carries its row's columns; ``needs`` (column -> the reward that
+    reads it) are checked on every row first."""
+    split = split_prompts(cfg, tokenizer, chat, max_tokens, needs)
     return split.train, split.held_out
 
 
 def split_prompts(
-    cfg: DataConfig, tokenizer, chat: bool | str | None = None, max_tokens: int | None = None
+    cfg: DataConfig,
+    tokenizer,
+    chat: bool | str | None = None,
+    max_tokens: int | None = None,
+    needs: dict[str, str] | None = None,
 ) -> PromptSplit:
     """``load_prompts``' split, with the training prompts' full texts."""
     form = cfg.chat if chat is None else chat  # False, True or "both"
@@ -275,7 +321,8 @@ def split_prompts(
     if form:
         asked = f"data.chat is {'both' if both else 'true'}"
         use_chat_template(tokenizer, cfg.chat_template, asked, "data.chat=false")
-    texts = format_prompts(read_rows(cfg), cfg)
+    rows = format_rows(read_rows(cfg), cfg, needs)
+    texts = [text for text, _ in rows]
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(texts))
     if cfg.limit:
@@ -286,7 +333,7 @@ def split_prompts(
         else [None] * len(order)
     )
     tokenized = [
-        (texts[i], tokenize_prompt(texts[i], tokenizer, chat, n and int(n)))
+        (texts[i], tokenize_prompt(texts[i], tokenizer, chat, n and int(n), rows[i][1]))
         for i, n in zip(order, lengths, strict=True)
     ]
     tokenized = [(text, p) for text, p in tokenized if len(p.input_ids) > 0]
@@ -294,7 +341,7 @@ def split_prompts(
     n_eval = _held_out_count(len(prompts), cfg)
     train = prompts[n_eval:]
     if both:  # each training prompt, then the same text as a chat turn
-        wrapped = [tokenize_prompt(p.text, tokenizer, True, None) for p in train]
+        wrapped = [tokenize_prompt(p.text, tokenizer, True, None, p.columns) for p in train]
         wrapped = fit_prompts(wrapped, tokenizer, True, cfg, max_tokens)
         train = [p for pair in zip(train, wrapped, strict=True) for p in pair]
     return PromptSplit(train, prompts[:n_eval], [t for t, _ in tokenized[n_eval:]])

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewardtune.config import Config, DataConfig
+from rewardtune.data.columns import needed_columns
 from rewardtune.data.prompts import (
     PromptSplit,
     fit_prompts,
-    format_prompts,
-    read_prompt_set,
+    format_rows,
+    read_prompt_rows,
     read_rows,
     split_prompts,
     tokenize_prompt,
@@ -58,17 +59,18 @@ def eval_sets(
         )
         use_chat_template(tokenizer, cfg.data.chat_template, asked, instead)
     split = None
+    needs = needed_columns(cfg)
     if prompt_file is None or cfg.eval.prompt_sets:
-        split = split_prompts(cfg.data, tokenizer, max_tokens=budget)
+        split = split_prompts(cfg.data, tokenizer, max_tokens=budget, needs=needs)
     if prompt_file is None:
         sets = _held_out_sets(cfg.data, split, forms, n, tokenizer, budget)
     else:
-        texts = _file_texts(cfg.data, prompt_file, n)
-        sets = [_in_form(prompt_file.name, texts, f, cfg.data, tokenizer, budget) for f in forms]
+        rows = _file_rows(cfg.data, prompt_file, n, needs)
+        sets = [_in_form(prompt_file.name, rows, f, cfg.data, tokenizer, budget) for f in forms]
     for name in cfg.eval.prompt_sets:
-        texts = read_prompt_set(name, cfg.data.encoding, "eval.prompt_sets")
-        _check_unseen(name, texts, split, cfg.data.source)
-        sets += [_in_form(name, texts[:n], f, cfg.data, tokenizer, budget) for f in forms]
+        rows = read_prompt_rows(name, cfg.data, "eval.prompt_sets", needs)
+        _check_unseen(name, [text for text, _ in rows], split, cfg.data.source)
+        sets += [_in_form(name, rows[:n], f, cfg.data, tokenizer, budget) for f in forms]
     return sets
 
 
@@ -81,27 +83,31 @@ def _held_out_sets(
         raise RewardtuneError(
             "this run has no held-out prompts (data.eval_fraction is 0); pass --prompt-file"
         )
-    texts = [p.text for p in prompts]
+    rows = [(p.text, p.columns) for p in prompts]
     return [
         EvalSet(HELD_OUT, form, prompts)
         if (form == "chat") == data.chat
-        else _in_form(HELD_OUT, texts, form, data, tokenizer, budget)
+        else _in_form(HELD_OUT, rows, form, data, tokenizer, budget)
         for form in forms
     ]
 
 
 def _in_form(
-    name: str, texts: list[str], form: str, data: DataConfig, tokenizer, budget
+    name: str, rows: list[tuple[str, dict]], form: str, data: DataConfig, tokenizer, budget
 ) -> EvalSet:
-    """``texts`` tokenised in ``form``, as training tokenises a prompt, and fitted."""
+    """(text, columns) ``rows`` tokenised in ``form``, as training tokenises a prompt, and
+    fitted."""
     chat = form == "chat"
-    prompts = [tokenize_prompt(text, tokenizer, chat, None) for text in texts]
+    prompts = [tokenize_prompt(text, tokenizer, chat, None, columns) for text, columns in rows]
     source = data.model_copy(update={"source": name})  # for fit_prompts' messages
     return EvalSet(name, form, fit_prompts(prompts, tokenizer, chat, source, budget))
 
 
-def _file_texts(data: DataConfig, prompt_file: Path, n: int) -> list[str]:
-    """The first ``n`` prompts of ``--prompt-file`` (text, or jsonl with a ``text`` field)."""
+def _file_rows(
+    data: DataConfig, prompt_file: Path, n: int, needs: dict[str, str]
+) -> list[tuple[str, dict]]:
+    """The first ``n`` prompts of ``--prompt-file`` (text, or jsonl with a ``text`` field and
+    the columns the scorers read), with their columns."""
     given = data.model_copy(
         update={
             "source": str(prompt_file),
@@ -109,12 +115,13 @@ def _file_texts(data: DataConfig, prompt_file: Path, n: int) -> list[str]:
             "column": "text",
             "min_chars": 0,
             "max_chars": None,
+            "columns": None,
         }
     )
     rows = read_rows(given)
     if not rows:
         raise RewardtuneError(f"--prompt-file {prompt_file} has no prompts")
-    return format_prompts(rows[:n], given)
+    return format_rows(rows[:n], given, needs)
 
 
 def _check_unseen(name: str, texts: list[str], split: PromptSplit, source: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardtune.config import Config, EvalConfig, load_config
+from rewardtune.data.columns import column_lists
 from rewardtune.distributed import full_parameters, gather_objects, process_state, strided_share
 from rewardtune.evaluation.eval_sets import EvalSet, eval_sets
 from rewardtune.evaluation.metrics import Measured, sample_measures
@@ -33,7 +34,7 @@ from rewardtune.runs.rundir import (
     RunDir,
     write_atomic,
 )
-from rewardtune.types import Prompt
+from rewardtune.types import Prompt, RewardtuneError
 
 
 def evaluate_run(
@@ -42,6 +43,7 @@ def evaluate_run(
     n_prompts: int | None = None,
     checkpoint: str | None = None,
     prompt_file: Path | None = None,
+    overrides: list[str] | None = None,
 ) -> EvalSummary | None:
     """Sample before/after on held-out prompts, score, compare; write eval.json and eval.jsonl.
 
@@ -49,12 +51,17 @@ def evaluate_run(
     summary, eval.jsonl); every other (prompt set, form) is a section of it (eval.json's
     ``sections``, eval_sections.jsonl). Under several processes each samples and scores its
     share of each set's prompt batches; rank 0 gathers the rows, writes the files and returns
-    the summary (other ranks return None).
+    the summary (other ranks return None). ``overrides`` (``eval.KEY=VALUE``) change the
+    run's eval settings for this evaluation; eval.json records them.
     """
     run = RunDir.open_existing(run_dir)
     # the trainer's config holds what a resume's --set changed, and the secrets that
     # config.yaml keeps redacted
-    cfg = trainer.config if trainer is not None else load_config(str(run.path / CONFIG))
+    cfg = (
+        trainer.config
+        if trainer is not None
+        else load_config(str(run.path / CONFIG), eval_overrides(overrides or []))
+    )
     state = trainer.accelerator if trainer is not None else process_state()
     if trainer is not None:
         policy = trainer.policy
@@ -74,8 +81,20 @@ def evaluate_run(
     if not state.is_main_process:
         return None
     summary = _summarise_sets(cfg.eval, sets, gathered, checkpoint or FINAL, policy.reference_name)
+    summary.overrides = list(overrides or [])
     _write(run, summary)
     return summary
+
+
+def eval_overrides(overrides: list[str]) -> list[str]:
+    """``evaluate --set`` values: only eval.KEY=VALUE (training's settings are the run's)."""
+    for text in overrides:
+        if not text.startswith("eval."):
+            raise RewardtuneError(
+                f"--set {text!r}: evaluate changes only eval settings (eval.KEY=VALUE, e.g. "
+                "eval.samples_per_prompt=4); the rest is the run's own"
+            )
+    return overrides
 
 
 def _summarise_sets(
@@ -162,9 +181,9 @@ def _evaluate_batches(
     with policy.reference() as ref_lm:
         before = sample(policy, ref_lm, prompts, draw, batches)
     after = sample(policy, policy.module.lm, prompts, draw, batches)
-    texts = [p.text for p in mine]
-    scores_before = scorers.score(texts, before.texts)
-    scores_after = scorers.score(texts, after.texts)
+    texts, columns = [p.text for p in mine], column_lists(mine)
+    scores_before = scorers.score(texts, before.texts, columns)
+    scores_after = scorers.score(texts, after.texts, columns)
     # perplexity: one reference pass per side, the same computation on both, so equal
     # responses get equal values; log pi_after of the after side is kept from sampling
     ref_before, len_before = reference_sums(policy, mine, before), before.token_counts()

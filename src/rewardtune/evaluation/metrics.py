@@ -100,6 +100,29 @@ def sentiment_metrics(name: str) -> tuple[Metric, ...]:
     return (Metric(f"{name}/positive", "Positive rate (VADER > 0.05)", True, _positive),)
 
 
+def _any(values, clusters) -> np.ndarray:
+    return stats.per_cluster(values, clusters, np.max)
+
+
+def _mean(values, clusters) -> np.ndarray:
+    return stats.per_cluster(values, clusters, np.mean)
+
+
+def binary_metrics(name: str, before, after, k: int) -> tuple[Metric, ...]:
+    """pass@k (a prompt passes when any of its k samples scores 1) and mean@k (the share of
+    its k samples that do) of a reward or extra scorer whose scores are all 0 or 1, with
+    k > 1 samples per prompt; their intervals resample prompts."""
+    if k < 2 or not name.startswith(("reward/", "extra/")):
+        return ()
+    if not set(np.unique(np.concatenate([before, after]))) <= {0.0, 1.0}:
+        return ()
+    label = name.split("/", 1)[-1]
+    return (
+        Metric(f"{name}/pass@{k}", f"{label} pass@{k} (per prompt)", True, _any, per_prompt=True),
+        Metric(f"{name}/mean@{k}", f"{label} mean@{k} (per prompt)", True, _mean, per_prompt=True),
+    )
+
+
 _KNOWN = SCORE_METRICS | {m.name: m for m in SAMPLE_METRICS + TOXICITY_METRICS}
 
 
@@ -111,6 +134,9 @@ def metric(name: str) -> Metric:
     column, _, rate = name.rpartition("/")
     if rate == "positive" and (derived := sentiment_metrics(column)):
         return derived[0]
+    if rate.startswith(("pass@", "mean@")) and rate[5:].isdigit():
+        k = int(rate[5:])
+        return binary_metrics(column, [0.0], [1.0], k)[rate.startswith("mean@")]
     better = True if name.startswith(("reward/", "extra/vader")) else None
     return Metric(name, name.split("/", 1)[-1], better)
 

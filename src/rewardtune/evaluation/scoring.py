@@ -31,18 +31,25 @@ class Scorers:
             (build_scorer(spec, f"eval.extra_scorers.{i}"), spec)
             for i, spec in enumerate(ev.extra_scorers)
         ]
+        names = [scorer.name for scorer, _ in extras]
+        for i, (scorer, _) in enumerate(extras):  # two checks of one type keep both columns
+            if names.count(scorer.name) > 1:
+                scorer.name = f"{scorer.name}#{i}"
         return cls(build_reward(reward_specs), toxicity, extras)
 
-    def score(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
-        """Every reward term and the total, the toxicity, and the extra scorers, by name."""
-        reward = self.reward.score(prompts, responses)
+    def score(
+        self, prompts: list[str], responses: list[str], columns: dict | None = None
+    ) -> dict[str, list[float]]:
+        """Every reward term and the total, the toxicity, and the extra scorers, by name;
+        ``columns``: each response's data row (name -> one value per response)."""
+        reward = self.reward.score(prompts, responses, columns)
         scores = {REWARD_TOTAL: reward.total}
         if len(self.reward.terms) > 1:
             scores |= {f"reward/{name}": v for name, v in reward.terms.items()}
         if self.toxicity is not None:
-            scores[TOXICITY] = call_with_retries(self.toxicity, prompts, responses, 0)
+            scores[TOXICITY] = call_with_retries(self.toxicity, prompts, responses, 0, 0, columns)
         for scorer, spec in self.extras:
             scores[f"extra/{scorer.name}"] = call_with_retries(
-                scorer, prompts, responses, spec.retries, spec.retry_backoff_s
+                scorer, prompts, responses, spec.retries, spec.retry_backoff_s, columns
             )
         return scores

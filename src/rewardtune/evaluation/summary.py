@@ -11,6 +11,7 @@ from rewardtune.evaluation.metrics import (
     FLAG_THRESHOLD,
     TOXICITY,
     TOXICITY_METRICS,
+    binary_metrics,
     metric,
     sentiment_metrics,
 )
@@ -39,6 +40,9 @@ def summarise(
         if name == TOXICITY:
             metrics += _toxicity_metrics(before[name], after[name], clusters, n, seed)
         metrics += _derived(sentiment_metrics(name), before[name], after[name], clusters, n, seed)
+        k = ev.samples_per_prompt
+        checks = binary_metrics(name, before[name], after[name], k)
+        metrics += _derived(checks, before[name], after[name], clusters, n, seed)
     kl_low, kl_high = cluster_bootstrap_ci(kl, clusters, n, seed)
     return EvalSummary(
         seed=seed,

@@ -118,6 +118,24 @@ def training_figure(metrics: list[dict]) -> bytes | None:
     return png(fig)
 
 
+def eval_history_figure(history: list[dict]) -> bytes | None:
+    """eval.every's held-out evaluations during training: one panel per metric (reward,
+    its terms, the checks, toxicity, KL) over the step; None without any."""
+    keys = [k for k in dict.fromkeys(k for row in history for k in row) if k != "step"]
+    keys = [k for k in keys if has(series(history, k))]
+    if not keys:
+        return None
+    steps = series(history, "step")
+    ncols = min(3, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.1 * nrows), layout="constrained")
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.plot(steps, series(history, key), color=AFTER_COLOR, marker="o", markersize=3)
+        style_panel(ax, f"held-out {key}")
+    return png(fig)
+
+
 # --- several runs' curves overlaid ---------------------------------------------------
 
 

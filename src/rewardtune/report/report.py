@@ -31,7 +31,7 @@ from rewardtune.report.eval_tables import (
     section_blocks,
     toxicity_blocks,
 )
-from rewardtune.report.figures import histogram_figure, training_figure
+from rewardtune.report.figures import eval_history_figure, histogram_figure, training_figure
 from rewardtune.report.formatting import (
     duration,
     human_count,
@@ -179,7 +179,13 @@ def training_section(run: RunData) -> list[Block]:
     if png is None:
         missing = "No training metrics yet (metrics.jsonl is missing or empty)."
         return [*blocks, Para(missing, note=True)]
-    return [*blocks, Plot(png, f"Training curves over {len(run.metrics)} PPO steps")]
+    blocks.append(Plot(png, f"Training curves over {len(run.metrics)} PPO steps"))
+    history = eval_history_figure(run.eval_history) if run.eval_history else None
+    if history is not None:
+        every = (run.config.get("eval") or {}).get("every")
+        caption = f"Held-out evaluation during training (every {every} steps, eval_history.jsonl)"
+        blocks.append(Plot(history, caption))
+    return blocks
 
 
 def training_samples_section(run: RunData) -> list[Block]:

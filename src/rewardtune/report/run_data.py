@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from rewardtune.rewards import describe_term
 from rewardtune.runs.eval_records import EvalRow, EvalSummary, read_evaluation
-from rewardtune.runs.rundir import CONFIG, METRICS, RUN_INFO, SAMPLES, read_jsonl
+from rewardtune.runs.rundir import CONFIG, EVAL_HISTORY, METRICS, RUN_INFO, SAMPLES, read_jsonl
 from rewardtune.types import RewardtuneError
 
 
@@ -23,6 +23,7 @@ class RunData:
     samples: list[dict]
     run_info: dict | None
     eval_summary: EvalSummary | None  # eval.json, None until the run is evaluated
+    eval_history: list[dict] = field(default_factory=list)  # eval.every's evaluations
 
     @property
     def eval_rows(self) -> list[EvalRow]:
@@ -69,6 +70,7 @@ def load_run(run_dir: Path) -> RunData:
         samples=read_jsonl(run_dir / SAMPLES),
         run_info=_read_json(run_dir / RUN_INFO),
         eval_summary=read_evaluation(run_dir),
+        eval_history=read_jsonl(run_dir / EVAL_HISTORY),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import time
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from typing import Protocol, runtime_checkable
 
 from rewardtune.text import one_line
 from rewardtune.types import RewardtuneError
+
+Columns = dict[str, list]  # column name -> one value per response (the response's data row)
 
 _sleep = time.sleep  # the backoff's wait; tests replace it
 
@@ -20,11 +23,26 @@ class RewardFailed(RewardtuneError):
 
 @runtime_checkable
 class Reward(Protocol):
-    """Scores text: one float per (prompt, response) pair, higher is better."""
+    """Scores text: one float per (prompt, response) pair, higher is better. ``columns``
+    holds the fields of each response's data row (``{}`` when the data has none)."""
 
     name: str
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]: ...
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: Columns | None = None
+    ) -> list[float]: ...
+
+
+def takes_columns(reward) -> bool:
+    """Whether ``reward`` is called with the columns: a third parameter (or ``*args``); a
+    scorer written before columns existed takes (prompts, responses) only."""
+    try:
+        params = list(inspect.signature(reward).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: call it as before
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 3
 
 
 def check_scores(name: str, scores, n: int) -> list[float]:
@@ -49,11 +67,21 @@ def check_scores(name: str, scores, n: int) -> list[float]:
     return [float(v) for v in scores]
 
 
-def join(prompts: list[str], responses: list[str], mode: str) -> list[str]:
-    """What a text scorer reads: the response alone, or prompt + response."""
+def join(
+    prompts: list[str], responses: list[str], mode: str, columns: Columns | None = None
+) -> list[str]:
+    """What a text scorer reads (its ``input``): the response alone, prompt + response, or a
+    template over the row such as ``"{question}\n{response}"`` (``{prompt}``, ``{response}``
+    and the row's columns)."""
     if mode == "response":
         return list(responses)
-    return [p + r for p, r in zip(prompts, responses, strict=True)]
+    if mode == "prompt+response":
+        return [p + r for p, r in zip(prompts, responses, strict=True)]
+    columns = columns or {}
+    return [
+        mode.format(**{name: values[i] for name, values in columns.items()}, prompt=p, response=r)
+        for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+    ]
 
 
 @dataclass(frozen=True)
@@ -80,19 +108,23 @@ class WeightedReward:
         self.backoffs = backoffs or [0.0] * len(terms)
         self.name = "+".join(r.name for r, _ in terms)
 
-    def score(self, prompts: list[str], responses: list[str]) -> Scores:
+    def score(
+        self, prompts: list[str], responses: list[str], columns: Columns | None = None
+    ) -> Scores:
         total = [0.0] * len(responses)
         by_term: dict[str, list[float]] = {}
         for (reward, weight), retries, backoff in zip(
             self.terms, self.retries, self.backoffs, strict=True
         ):
-            scores = call_with_retries(reward, prompts, responses, retries, backoff)
+            scores = call_with_retries(reward, prompts, responses, retries, backoff, columns)
             by_term[reward.name] = scores
             total = [t + weight * s for t, s in zip(total, scores, strict=True)]
         return Scores(total, by_term)
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        return self.score(prompts, responses).total
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: Columns | None = None
+    ) -> list[float]:
+        return self.score(prompts, responses, columns).total
 
 
 def call_with_retries(
@@ -101,13 +133,15 @@ def call_with_retries(
     responses: list[str],
     retries: int,
     backoff_s: float = 0.0,
+    columns: Columns | None = None,
 ) -> list[float]:
-    """Call a reward, retrying ``retries`` times when it raises (waiting ``backoff_s``, then
-    twice that, ...); validate what it returns. ``sys.exit`` inside a reward is a failure of
-    the reward, not the end of training."""
+    """Call a reward (with ``columns`` where it takes them), retrying ``retries`` times when
+    it raises (waiting ``backoff_s``, then twice that, ...); validate what it returns.
+    ``sys.exit`` inside a reward is a failure of the reward, not the end of training."""
+    args = (prompts, responses, columns or {}) if takes_columns(reward) else (prompts, responses)
     for attempt in range(retries + 1):
         try:
-            scores = reward(prompts, responses)
+            scores = reward(*args)
             break
         except RewardFailed:
             raise

@@ -104,12 +104,15 @@ class ClassifierScorer:
         )
 
     @torch.inference_mode()
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: dict | None = None
+    ) -> list[float]:
         device = self.model.device
+        texts = join(prompts, responses, self.input, columns)
         out = []
         for start in range(0, len(responses), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            enc = self._encode(prompts[chunk], responses[chunk]).to(device)
+            enc = self._encode(texts[chunk], responses[chunk]).to(device)
             logits = self.model(**enc).logits.float()
             if self.output == "logit":
                 picked = logits[:, self.index]
@@ -120,14 +123,15 @@ class ClassifierScorer:
             out.extend(picked.cpu().tolist())
         return out
 
-    def _encode(self, prompts: list[str], responses: list[str]):
-        """At most ``max_length`` tokens. prompt+response is cut from the left: the prompt's
-        start goes first, so the response, the part being optimised, stays whole unless it
-        alone is too long (warned once); a response read alone is cut from the right."""
+    def _encode(self, texts: list[str], responses: list[str]):
+        """At most ``max_length`` tokens. prompt+response (or a template) is cut from the
+        left: the prompt's start goes first, so the response, the part being optimised, stays
+        whole unless it alone is too long (warned once); a response read alone is cut from
+        the right."""
         self._warn_if_too_long(responses)
-        self.tokenizer.truncation_side = "left" if self.input == "prompt+response" else "right"
+        self.tokenizer.truncation_side = "right" if self.input == "response" else "left"
         return self.tokenizer(
-            join(prompts, responses, self.input),
+            texts,
             padding=True,
             truncation=True,
             max_length=self.max_length,
@@ -148,5 +152,5 @@ class ClassifierScorer:
                 self.name,
                 longest,
                 room,
-                "its start is dropped" if self.input == "prompt+response" else "its end is dropped",
+                "its end is dropped" if self.input == "response" else "its start is dropped",
             )

@@ -1,4 +1,5 @@
-"""A reward served over HTTP: POST {"prompts": [...], "responses": [...]} -> {"scores": [...]}.
+"""A reward served over HTTP: POST {"prompts": [...], "responses": [...], "columns": {...}}
+-> {"scores": [...]}; ``columns`` maps each data column to one value per response.
 
 Secrets stay out of files: the URL and header values may name environment variables
 (``Bearer ${RM_TOKEN}``), filled in at each call and never stored on the object.
@@ -76,8 +77,12 @@ class HttpReward:
             method="POST",
         )
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        body = json.dumps({"prompts": prompts, "responses": responses}).encode()
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: dict | None = None
+    ) -> list[float]:
+        body = json.dumps(
+            {"prompts": prompts, "responses": responses, "columns": columns or {}}, default=str
+        ).encode()
         payload = call_within(self.timeout_s, lambda: self._post(self._request(body)))
         scores = payload.get("scores") if isinstance(payload, dict) else payload
         if not isinstance(scores, list):

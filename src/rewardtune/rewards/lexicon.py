@@ -67,8 +67,10 @@ class ProfanityReward:
         self.output, self.input = output, input
         self.name = "profanity"
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        probs = profanity_probability(join(prompts, responses, self.input))
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: dict | None = None
+    ) -> list[float]:
+        probs = profanity_probability(join(prompts, responses, self.input, columns))
         if self.output == "prob":
             return [1.0 - p for p in probs]
         eps = 1e-6
@@ -83,8 +85,10 @@ class ProfanityToxicity:
         self.input = input
         self.name = "profanity"
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        return profanity_probability(join(prompts, responses, self.input))
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: dict | None = None
+    ) -> list[float]:
+        return profanity_probability(join(prompts, responses, self.input, columns))
 
 
 class VaderReward:
@@ -101,6 +105,8 @@ class VaderReward:
         self.input = input
         self.name = "vader"
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        texts = join(prompts, responses, self.input)
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: dict | None = None
+    ) -> list[float]:
+        texts = join(prompts, responses, self.input, columns)
         return [float(self.analyzer.polarity_scores(t)["compound"]) for t in texts]

@@ -22,14 +22,28 @@ class PythonSpec(RewardBase):
     type: Literal["python"]
     input: Input = "prompt+response"
     function: str  # "pkg.module:fn" or "path/to/file.py:fn"
-    # fn(responses), fn(prompts, responses) or fn(texts) (texts: what `input` names);
-    # null: from the function's required positional parameters (2: prompts_responses, 1: texts)
-    call: Literal["responses", "prompts_responses", "texts"] | None = None
+    # fn(responses), fn(prompts, responses), fn(texts) (texts: what `input` names) or
+    # fn(prompts, responses, **columns); null: from the signature (two required positional
+    # parameters: prompts_responses, or columns when keyword parameters follow; one: texts)
+    call: Literal["responses", "prompts_responses", "texts", "columns"] | None = None
     # a call that takes longer fails (and is retried, see `retries`); null: no limit. The
     # abandoned call runs on in a daemon thread, which ends with the process
     timeout_s: float | None = Field(None, gt=0)
 
     summary: ClassVar = ("function",)
+
+    def needs_columns(self) -> set[str]:
+        """The input template's columns, and the keyword-only parameters without a default
+        of a function called with the columns."""
+        needed = super().needs_columns()
+        fn = import_function(self.function, "reward")
+        if (self.call or default_call(fn, "reward")) == "columns":
+            needed |= {
+                p.name
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+            }
+        return needed
 
     @model_validator(mode="after")
     def _check(self) -> PythonSpec:
@@ -81,26 +95,32 @@ def _import_file(path: Path, where: str):
 
 def default_call(fn, where: str) -> str:
     """How to call ``fn`` when ``call`` is not set: by its required positional parameters
-    (those without a default): two -> fn(prompts, responses), one -> fn(texts)."""
+    (those without a default): two -> fn(prompts, responses), or fn(prompts, responses,
+    **columns) when ``**kwargs`` or keyword-only parameters follow; one -> fn(texts)."""
+    params = inspect.signature(fn).parameters.values()
     required = [
         p
-        for p in inspect.signature(fn).parameters.values()
+        for p in params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
+    if len(required) == 2 and any(p.kind in (p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in params):
+        return "columns"
     if len(required) == 2:
         return "prompts_responses"
     if len(required) == 1:
         return "texts"
     raise RewardtuneError(
         f"{where}: cannot tell how to call {getattr(fn, '__name__', fn)} ({len(required)} "
-        "required positional parameters); set call: responses | prompts_responses | texts"
+        "required positional parameters); set call: responses | prompts_responses | texts | "
+        "columns"
     )
 
 
 class PythonReward:
-    """Calls ``fn(prompts, responses)``, ``fn(responses)`` or ``fn(texts)`` (``call``), where
-    texts are what ``input`` names; each returns one float per response, within ``timeout_s``
-    seconds when it is set."""
+    """Calls ``fn(prompts, responses)``, ``fn(responses)``, ``fn(texts)`` or
+    ``fn(prompts, responses, **columns)`` (``call``), where texts are what ``input`` names
+    and each column is a list with one value per response; each returns one float per
+    response, within ``timeout_s`` seconds when it is set."""
 
     def __init__(
         self,
@@ -115,15 +135,31 @@ class PythonReward:
         self.input = input
         self.call = call or default_call(self.fn, where)
         self.timeout_s = timeout_s
+        self.keywords = _keyword_names(self.fn)  # None: it takes **kwargs, every column
 
-    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def __call__(
+        self, prompts: list[str], responses: list[str], columns: dict | None = None
+    ) -> list[float]:
         if self.timeout_s is None:
-            return self._call(prompts, responses)
-        return call_within(self.timeout_s, lambda: self._call(prompts, responses))
+            return self._call(prompts, responses, columns or {})
+        return call_within(self.timeout_s, lambda: self._call(prompts, responses, columns or {}))
 
-    def _call(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def _call(self, prompts: list[str], responses: list[str], columns: dict) -> list[float]:
+        if self.call == "columns":
+            given = {
+                k: v for k, v in columns.items() if self.keywords is None or k in self.keywords
+            }
+            return self.fn(prompts, responses, **given)
         if self.call == "prompts_responses":
             return self.fn(prompts, responses)
         if self.call == "responses":
             return self.fn(list(responses))
-        return self.fn(join(prompts, responses, self.input))
+        return self.fn(join(prompts, responses, self.input, columns))
+
+
+def _keyword_names(fn) -> set[str] | None:
+    """The parameters ``fn`` takes by keyword, or None when it takes ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}

@@ -13,17 +13,42 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
-from typing import Any, ClassVar, Literal, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, TypeVar, get_args
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from rewardtune.config.base import Section
 from rewardtune.rewards.base import Reward
+from rewardtune.text import template_fields
 
-Input = Literal["prompt+response", "response"]  # what a text scorer reads
+ROW_FIELDS = {"prompt", "response"}  # what an input template may name besides the columns
+
+
+def checked_input(value: str) -> str:
+    """``input``: response, prompt+response, or a template over the row naming {response}."""
+    if value in ("prompt+response", "response"):
+        return value
+    if "response" not in template_fields(value):
+        raise ValueError(
+            f"{value!r} is not response, prompt+response or a template over the row with "
+            '{response}, e.g. "{question}\\n{response}"'
+        )
+    return value
+
+
+# What a text scorer reads: "response", "prompt+response", or a template over the row
+Input = Annotated[str, AfterValidator(checked_input)]
 
 # The order error messages and the schema have always listed; new types follow, in file order.
 LISTED_FIRST = ("classifier", "profanity", "vader", "python", "http")
+
+
+def input_columns(spec: Section) -> set[str]:
+    """The columns a spec's ``input`` template names (none for response / prompt+response)."""
+    text = getattr(spec, "input", None)
+    if not isinstance(text, str) or text in ("prompt+response", "response"):
+        return set()
+    return set(template_fields(text)) - ROW_FIELDS
 
 
 class RewardBase(Section):
@@ -40,12 +65,20 @@ class RewardBase(Section):
         """The scorer this section describes; ``where`` (``reward.0``) starts its errors."""
         raise NotImplementedError
 
+    def needs_columns(self) -> set[str]:
+        """The data columns every row must have for this reward (checked before training);
+        by default those its ``input`` template names."""
+        return input_columns(self)
+
 
 class ToxicityBase(Section):
     """``eval.toxicity``: a scorer of P(toxic) in [0, 1]."""
 
     def scorer(self, where: str) -> Reward:
         raise NotImplementedError
+
+    def needs_columns(self) -> set[str]:
+        return input_columns(self)
 
 
 Spec = TypeVar("Spec", bound=type[Section])

@@ -44,7 +44,7 @@ from rewardtune.models.weights import (
     untie,
     value_head_state,
 )
-from rewardtune.runs.rundir import CHECKPOINTS, STATE, RunDir, read_state
+from rewardtune.runs.rundir import CHECKPOINTS, FINAL, STATE, RunDir, read_state
 from rewardtune.types import RewardtuneError
 
 WEIGHTS = "weights.safetensors"
@@ -349,14 +349,18 @@ class TrainerCheckpoints:
                 self.value_head,
             )
 
-    def save_final(self, run: RunDir | None) -> Path | None:
-        """The final model folder (``final/``), written by rank 0 from the gathered weights."""
+    def save_final(self, run: RunDir | None, name: str = FINAL) -> Path | None:
+        """The final model folder (``final/``, or ``best/``), written by rank 0 from the
+        gathered weights."""
         self.accelerator.wait_for_everyone()
         weights = distributed.full_state_dict(self.accelerator, self.model)
         path = None
         if run is not None:
             path = run.save_final(
-                lambda folder: write_final(folder, self.policy, weights, value_head=self.value_head)
+                lambda folder: write_final(
+                    folder, self.policy, weights, value_head=self.value_head
+                ),
+                name,
             )
         self.accelerator.wait_for_everyone()
         return path

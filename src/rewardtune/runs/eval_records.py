@@ -64,6 +64,7 @@ class EvalSummary:
     checkpoint: str = ""
     n_prompts: int = 0
     reference: str = ""  # what "before" sampled from
+    overrides: list[str] = field(default_factory=list)  # `evaluate --set` over config.yaml
     sections: list[EvalSection] = field(default_factory=list)  # other prompt sets and forms
     rows: list[EvalRow] = field(default_factory=list)
 

@@ -38,6 +38,8 @@ EVAL_ROWS = "eval.jsonl"  # its samples, one per line
 EVAL_SECTION_ROWS = "eval_sections.jsonl"  # the samples of eval.json's sections
 LOCK = ".lock"  # flock-ed by the process that writes the run (train, evaluate)
 OVERRIDES = "overrides.jsonl"  # --set at --resume: key, value, the step it took effect
+EVAL_HISTORY = "eval_history.jsonl"  # eval.every's evaluations during training, one a line
+BEST = "best"  # run.keep_best: the model of the best evaluation during training
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 _NO_SPACE[errno.EFBIG] = "file too large (a file-size limit, ulimit -f)"
@@ -345,7 +347,7 @@ class RunDir:
 
     def truncate_logs(self, step: int) -> None:
         """Keep only the records of steps before ``step`` (a resume redoes the rest)."""
-        for name in (METRICS, SAMPLES):
+        for name in (METRICS, SAMPLES, EVAL_HISTORY):
             rows = [r for r in self.read(name) if r.get("step", 0) < step]
             if (self.path / name).exists():
                 write_atomic(self.path / name, "".join(json.dumps(r) + "\n" for r in rows))
@@ -401,24 +403,26 @@ class RunDir:
             shutil.rmtree(stale, ignore_errors=True)
         return final
 
-    def save_final(self, write: Callable[[Path], None]) -> Path:
-        """``final/`` is replaced whole: written beside it, then renamed over it."""
-        tmp = self.path / f".{FINAL}.tmp"
+    def save_final(self, write: Callable[[Path], None], name: str = FINAL) -> Path:
+        """``final/`` (or ``best/``) is replaced whole: written beside it, then renamed over
+        it."""
+        target = self.path / name
+        tmp = self.path / f".{name}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        with writing(self.final_dir, tmp, lambda: shutil.rmtree(tmp, ignore_errors=True)):
+        with writing(target, tmp, lambda: shutil.rmtree(tmp, ignore_errors=True)):
             write(tmp)
             fsync_tree(tmp)
-        old = self.path / f".{FINAL}.old"
+        old = self.path / f".{name}.old"
         if old.exists():  # left by a crash between the two renames below
             shutil.rmtree(old)
-        if self.final_dir.exists():
-            os.rename(self.final_dir, old)
-        os.rename(tmp, self.final_dir)
+        if target.exists():
+            os.rename(target, old)
+        os.rename(tmp, target)
         fsync_dir(self.path)
         shutil.rmtree(old, ignore_errors=True)
-        return self.final_dir
+        return target
 
 
 def read_state(checkpoint: Path) -> dict:

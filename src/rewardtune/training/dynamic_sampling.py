@@ -41,7 +41,11 @@ class Drawn:
 
         generation = self.generation
         return Drawn(
-            PromptBatch(query=pick(self.batch.query), input_ids=pick(self.batch.input_ids)),
+            PromptBatch(
+                query=pick(self.batch.query),
+                input_ids=pick(self.batch.input_ids),
+                columns={name: pick(v) for name, v in self.batch.columns.items()},
+            ),
             Generation(
                 pick(generation.responses),
                 pick(generation.logprobs),
@@ -66,6 +70,10 @@ class Drawn:
             PromptBatch(
                 query=joined([p.batch.query for p in parts]),
                 input_ids=joined([p.batch.input_ids for p in parts]),
+                columns={
+                    name: joined([p.batch.columns[name] for p in parts])
+                    for name in parts[0].batch.columns
+                },
             ),
             Generation(
                 joined([g.responses for g in generations]),

@@ -27,6 +27,7 @@ from rewardtune.config import Config
 from rewardtune.core.advantages import Advantages, compute_advantages
 from rewardtune.core.ppo import adaptive_kl_update, scale_scores
 from rewardtune.core.tensors import sequence_sum
+from rewardtune.data.columns import column_lists, needed_columns
 from rewardtune.data.prompts import batch_indices, load_prompts, sample_lengths
 from rewardtune.distributed import any_rank, global_mean
 from rewardtune.models.policy import Policy, count_parameters, load_policy
@@ -93,11 +94,7 @@ class PPOTrainer:
             self.policy.module.v_head.requires_grad_(False)
         self.run = run_dir if self.is_main else None
         self.run_path = run_dir.path if run_dir is not None else None  # every rank knows it
-        self.train_prompts, self.eval_prompts = load_prompts(
-            config.data,
-            self.tokenizer,
-            max_tokens=self.policy.prompt_budget(config.generation.longest),
-        )
+        self.train_prompts, self.eval_prompts = self._load_prompts(config)
         self.model, self.optimizer = self._prepare()
         self.kl_coef, self.step_count = self.ppo.init_kl_coef, 0
         self.eos_ids = self.policy.eos_token_ids(config.data.chat)
@@ -118,6 +115,12 @@ class PPOTrainer:
         # the RNG stream of the classic loop's generate(): where the seeding above left it
         self._rng = checkpoints.rng_state()
         checkpoints.set_rng_state(outer)
+
+    def _load_prompts(self, config: Config) -> tuple[list[Prompt], list[Prompt]]:
+        """(train, held-out) prompts with their rows' columns (checked: rewards.needs_columns)"""
+        budget = self.policy.prompt_budget(config.generation.longest)
+        needs = needed_columns(config)
+        return load_prompts(config.data, self.tokenizer, max_tokens=budget, needs=needs)
 
     def _prepare(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         """AdamW on the trainable parameters; both wrapped for this process (DDP, ZeRO, ...)."""
@@ -158,7 +161,9 @@ class PPOTrainer:
             for i in distributed.contiguous_share(indices, self.rank, self.world)
         ]
         return PromptBatch(
-            query=[p.text for p in prompts], input_ids=[p.input_ids for p in prompts]
+            query=[p.text for p in prompts],
+            input_ids=[p.input_ids for p in prompts],
+            columns=column_lists(prompts),
         )
 
     def generate(
@@ -403,7 +408,7 @@ class PPOTrainer:
             generation = self.sample(batch.input_ids)
             texts = self.decode(generation.responses)
             start = time.perf_counter()
-            scores = self.reward.score(batch.query, texts)
+            scores = self.reward.score(batch.query, texts, batch.columns)
         return Drawn(batch, generation, texts, scores, time.perf_counter() - start)
 
     # -- the pieces of step() --------------------------------------------------------

@@ -1,0 +1,63 @@
+"""The columns of a data row that travel with its prompt: which ones (``data.columns``), the
+checks that every row has those the rewards read, and a batch's columns as rewards take them
+(name -> one value per prompt)."""
+
+from __future__ import annotations
+
+from rewardtune.config import Config, DataConfig
+from rewardtune.types import Prompt, RewardtuneError
+
+
+def needed_columns(cfg: Config) -> dict[str, str]:
+    """Every data column a reward, an extra scorer or the toxicity scorer reads -> the first
+    of them that reads it (``reward.0 (match)``), for the error when a row lacks it."""
+    specs = [(f"reward.{i}", spec) for i, spec in enumerate(cfg.reward)]
+    specs += [(f"eval.extra_scorers.{i}", spec) for i, spec in enumerate(cfg.eval.extra_scorers)]
+    specs += [("eval.toxicity", cfg.eval.toxicity)] if cfg.eval.toxicity is not None else []
+    needs: dict[str, str] = {}
+    for where, spec in specs:
+        for column in sorted(spec.needs_columns()):
+            needs.setdefault(column, f"{where} ({spec.type})")
+    return needs
+
+
+def row_columns(row: dict, cfg: DataConfig) -> dict:
+    """The fields of ``row`` that travel with its prompt: ``data.columns`` (default: every
+    field but the prompt column)."""
+    names = cfg.columns if cfg.columns is not None else [k for k in row if k != cfg.column]
+    return {name: row[name] for name in names if name in row}
+
+
+def check_selected(cfg: DataConfig, needs: dict[str, str], rows: list[dict]) -> None:
+    """``data.columns`` names columns of the data and keeps every one a reward reads."""
+    known = set().union(*rows)
+    unknown = [name for name in cfg.columns or [] if name not in known]
+    if unknown:
+        raise RewardtuneError(
+            f"data.columns: {unknown[0]!r} is not a column of {cfg.source} (columns: "
+            f"{', '.join(sorted(known))}); fix the name or remove it"
+        )
+    left_out = sorted(set(needs) - set(cfg.columns)) if cfg.columns is not None else []
+    if left_out:
+        raise RewardtuneError(
+            f"data.columns leaves out {left_out[0]!r}, which {needs[left_out[0]]} reads; add it "
+            "to data.columns (or drop data.columns to keep every column)"
+        )
+
+
+def check_needs(columns: dict, needs: dict[str, str], number: int, source: str) -> None:
+    """Row ``number`` (its ``columns``) has every column in ``needs``, not null."""
+    missing = sorted(name for name in needs if columns.get(name) is None)
+    if missing:
+        raise RewardtuneError(
+            f"data: row {number} of {source} has no column {missing[0]!r}, which "
+            f"{needs[missing[0]]} reads (columns: {', '.join(sorted(columns)) or 'none'}); add "
+            "it to that row, or remove the row"
+        )
+
+
+def column_lists(prompts: list[Prompt]) -> dict[str, list]:
+    """The prompts' columns as a reward takes them: name -> one value per prompt (None where
+    a prompt's row lacks it)."""
+    names = list(dict.fromkeys(name for p in prompts for name in p.columns))
+    return {name: [p.columns.get(name) for p in prompts] for name in names}
