@@ -22,7 +22,7 @@ def test_a_prompt_longer_than_the_classifier_reads_is_cut_and_the_response_still
     first, second = reward([LONG_PROMPT] * 2, RESPONSES)
     assert abs(first - second) > 1e-4, "the response was cut off: both read the same prompt"
     # what the classifier read: its whole length, ending with the whole response
-    ids = reward._encode([LONG_PROMPT], [RESPONSES[1]])["input_ids"][0]
+    ids = reward._encode([LONG_PROMPT + RESPONSES[1]], [RESPONSES[1]])["input_ids"][0]
     assert len(ids) == reward.max_length
     text = reward.tokenizer.decode(ids, skip_special_tokens=True)
     assert text.endswith("wonderful " + RESPONSES[1]) and len(text) < len(LONG_PROMPT)
