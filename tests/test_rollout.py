@@ -105,6 +105,7 @@ def test_trim_drops_all_pad_columns_and_cuts_every_per_token_field_with_the_resp
         ref_logprobs=per_token + 2,
         advantages=per_token + 3,
         returns=per_token + 4,
+        loss_mask=per_token + 5,
     )
     out = batch.trim()
     assert out.query_ids.tolist() == [[0, 5], [4, 5]]
