@@ -104,6 +104,15 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def same_weights_on_both_ranks(work: Path) -> dict:
+    """Rank 0's parameters (tests/helpers/dump_params.py), after checking rank 1's equal them."""
+    rank0 = load_file(work / "params-rank0.safetensors")
+    rank1 = load_file(work / "params-rank1.safetensors")
+    for key in rank0:
+        assert (rank0[key] == rank1[key]).all(), f"{key} differs between ranks"
+    return rank0
+
+
 def test_two_processes_end_with_identical_weights_on_both_ranks(two_process_run):
     rank0 = load_file(two_process_run / "params-rank0.safetensors")
     rank1 = load_file(two_process_run / "params-rank1.safetensors")
@@ -217,9 +226,7 @@ def test_nan_scores_on_one_rank_are_masked_and_both_ranks_keep_training(
         finite = per_rank[0][step] + per_rank[1][step][1:]
         assert row["env/reward_mean"] == pytest.approx(sum(finite) / 3, abs=1e-6)
         assert all(math.isfinite(v) for v in row.values() if isinstance(v, float))
-    rank0 = load_file(tmp_path / "params-rank0.safetensors")
-    rank1 = load_file(tmp_path / "params-rank1.safetensors")
-    assert all((rank0[k] == rank1[k]).all() for k in rank0)
+    same_weights_on_both_ranks(tmp_path)
 
 
 def test_minibatch_guards_decide_for_both_ranks_together(
@@ -377,10 +384,7 @@ def test_two_processes_train_grpo_groups_without_a_value_head(tmp_path, recipe, 
     extra = ["ppo.advantage=grpo", "ppo.samples_per_prompt=2", "ppo.steps=2"]
     result = train_two_processes(tmp_path, recipe, [*overrides, *extra])
     assert result.returncode == 0, result.stderr[-4000:]
-    rank0 = load_file(tmp_path / "params-rank0.safetensors")
-    rank1 = load_file(tmp_path / "params-rank1.safetensors")
-    for key in rank0:
-        assert (rank0[key] == rank1[key]).all(), f"{key} differs between ranks"
+    same_weights_on_both_ranks(tmp_path)
     assert not (tmp_path / "run" / "final" / "value_head.safetensors").exists()
     assert "ppo/loss/value" not in metrics(tmp_path / "run")[-1]
 
@@ -405,10 +409,7 @@ def test_two_processes_with_dynamic_sampling_draw_alike_and_end_with_identical_w
     ]
     result = train_two_processes(tmp_path, recipe, [*overrides, *extra])
     assert result.returncode == 0, result.stderr[-4000:]
-    rank0 = load_file(tmp_path / "params-rank0.safetensors")
-    rank1 = load_file(tmp_path / "params-rank1.safetensors")
-    for key in rank0:
-        assert (rank0[key] == rank1[key]).all(), f"{key} differs between ranks"
+    same_weights_on_both_ranks(tmp_path)
     rows = metrics(tmp_path / "run")
     assert len(rows) == 3
     assert all(0 <= r["env/filtered_groups"] <= 1 and 0 <= r["env/batch_fill"] <= 1 for r in rows)
@@ -577,9 +578,7 @@ def test_two_machines_of_one_process_form_one_job_and_resume_it(
     resumed = launch_two_machines(tmp_path, recipe, ["--resume", "run", "--set", "ppo.steps=3"])
     assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-3000:] + resumed[1][1][-3000:]
     assert "from step-2" in resumed[0][1]
-    rank0 = load_file(tmp_path / "params-rank0.safetensors")
-    rank1 = load_file(tmp_path / "params-rank1.safetensors")
-    assert all((rank0[k] == rank1[k]).all() for k in rank0)
+    rank0 = same_weights_on_both_ranks(tmp_path)
     assert _logged(tmp_path / "run") == _logged(two_process_run / "run")
     expected = load_file(two_process_run / "params-rank0.safetensors")
     assert all((rank0[k] == expected[k]).all() for k in expected)
