@@ -127,7 +127,7 @@ def test_each_check_says_which_column_it_reads():
         reward=[{"type": "match", "column": "gold"}, {"type": "format", "pattern": "x"}],
         eval={"extra_scorers": [{"type": "rouge", "column": "ref"}], "enabled": False},
     )
-    assert needed_columns(cfg) == {
+    assert {name: need.reader for name, need in needed_columns(cfg).items()} == {
         "gold": "reward.0 (match)",
         "ref": "eval.extra_scorers.0 (rouge)",
     }

@@ -20,7 +20,6 @@ from rewardtune.rewards.constraints import (
     constraints_met,
     count_sentences,
     parse_constraints,
-    validate_column,
     words,
 )
 from rewardtune.types import RewardtuneError
@@ -166,9 +165,13 @@ def test_a_missing_column_is_one_line():
 def test_malformed_constraints_name_the_row_and_the_kind(value, message):
     good = [{"kind": "lowercase"}]
     with pytest.raises(RewardtuneError, match=message):
-        validate_column([good, value, good], "constraints", "data.jsonl")
-    with pytest.raises(RewardtuneError, match=message.replace("data.jsonl", ".*")):
-        ConstraintsReward().validate([good, value])
+        check_rows([good, value, good], "data.jsonl")
+
+
+def check_rows(values: list, source: str) -> None:
+    spec = ConstraintsSpec(type="constraints")
+    for number, value in enumerate(values, 1):
+        spec.check_column("constraints", value, f"'constraints' of row {number} of {source}")
 
 
 def shipped_rows(name: str) -> list[dict]:
@@ -180,7 +183,7 @@ def test_shipped_sets_are_valid_and_the_unseen_combinations_are_new():
     train, unseen = shipped_rows("constraints"), shipped_rows("constraints-unseen")
     assert len(train) >= 600 and len(unseen) >= 80
     for rows in (train, unseen):
-        validate_column([r["constraints"] for r in rows])
+        check_rows([r["constraints"] for r in rows], "the shipped set")
         assert len({r["text"] for r in rows}) == len(rows)
         assert all("\n" not in r["text"] for r in rows)
 
@@ -228,21 +231,20 @@ def test_the_recipe_trains_and_scores_held_out_and_unseen_prompts(tmp_path, tiny
             scores = sample["scores_after"]
             assert scores["reward/total"] == scores["extra/constraints"] == sum(found) / len(found)
             assert scores["extra/constraints_all"] == float(all(found))
-    names = {m["name"] for m in unseen["summary"]["metrics"]}
-    assert {"reward/total", "extra/constraints", "extra/constraints_all", "extra/vader"} <= names
+    better = {m["name"]: m["higher_is_better"] for m in unseen["summary"]["metrics"]}
+    assert {"reward/total", "extra/constraints", "extra/constraints_all", "extra/vader"} <= set(
+        better
+    )
+    assert better["extra/constraints"] is better["extra/constraints_all"] is True  # a check met
+    assert better["extra/vader"] is True
 
 
 @pytest.mark.parametrize(
     "row, message",
     [
-        pytest.param(
+        (
             {"text": "Say hi.", "constraints": [{"kind": "shouting"}]},
-            "unknown constraint kind 'shouting'",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="needs a hook that hands a reward its column's values before training "
-                "(ConstraintsReward.validate); until then a bad row fails when first sampled",
-            ),
+            "'constraints' of row 2 of .*: unknown constraint kind 'shouting'",
         ),
         ({"text": "Say hi."}, "row 2 of .* has no column 'constraints'"),
     ],

@@ -10,6 +10,7 @@ import pytest
 
 from rewardtune.config import load_config
 from rewardtune.evaluation import metrics
+from rewardtune.evaluation.scoring import Scorers
 from rewardtune.evaluation.summary import summarise
 from rewardtune.runs.eval_records import EvalRow, EvalSection, EvalSummary
 from rewardtune.runs.rundir import RUN_INFO, RunDir
@@ -88,8 +89,26 @@ def test_every_metric_row_takes_label_and_direction_from_the_registry():
         rows["reward/vader"]["higher_is_better"] is True
         and rows["reward/vader"]["label"] == "vader"
     )
-    assert rows["extra/length"]["higher_is_better"] is None
+    assert rows["extra/length"]["higher_is_better"] is None  # the scorer's type is unknown here
     assert rows["toxicity/flagged"]["label"] == "Flagged rate (P>0.5)"
+
+
+def test_an_extra_scorer_takes_its_direction_from_its_type():
+    cfg = load_config(
+        None,
+        [
+            "eval.bootstrap=100",
+            'eval.extra_scorers=[{"type": "constraints"}, {"type": "python", '
+            '"function": "builtins:len", "name": "mine"}]',
+        ],
+    )
+    scorers = Scorers.build(cfg.reward, cfg.eval)
+    assert scorers.directions == {"extra/constraints": True, "extra/mine": None}
+    scores = {"extra/constraints": [0.1, 0.9, 0.2], "extra/mine": [1.0, 2.0, 3.0]}
+    texts = (["a"] * 3, ["b"] * 3)
+    summary = summarise(cfg.eval, scores, scores, texts, np.zeros(3), None, scorers.directions)
+    rows = {m["name"]: m["higher_is_better"] for m in summary.metrics}
+    assert rows == {"extra/constraints": True, "extra/mine": None}
 
 
 def test_sample_measures_by_hand():

@@ -4,20 +4,35 @@ checks that every row has those the rewards read, and a batch's columns as rewar
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from rewardtune.config import Config, DataConfig
+from rewardtune.config.base import Section
 from rewardtune.types import Prompt, RewardtuneError
 
 
-def needed_columns(cfg: Config) -> dict[str, str]:
-    """Every data column a reward, an extra scorer or the toxicity scorer reads -> the first
-    of them that reads it (``reward.0 (match)``), for the error when a row lacks it."""
+@dataclass
+class ColumnNeed:
+    """A column some sections read: the first of them (``reward.0 (match)``), for the error
+    when a row lacks it, and all of them, each of which checks a row's value."""
+
+    reader: str
+    specs: list[Section] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.reader
+
+
+def needed_columns(cfg: Config) -> dict[str, ColumnNeed]:
+    """Every data column a reward, an extra scorer or the toxicity scorer reads -> who reads
+    it."""
     specs = [(f"reward.{i}", spec) for i, spec in enumerate(cfg.reward)]
     specs += [(f"eval.extra_scorers.{i}", spec) for i, spec in enumerate(cfg.eval.extra_scorers)]
     specs += [("eval.toxicity", cfg.eval.toxicity)] if cfg.eval.toxicity is not None else []
-    needs: dict[str, str] = {}
+    needs: dict[str, ColumnNeed] = {}
     for where, spec in specs:
         for column in sorted(spec.needs_columns()):
-            needs.setdefault(column, f"{where} ({spec.type})")
+            needs.setdefault(column, ColumnNeed(f"{where} ({spec.type})")).specs.append(spec)
     return needs
 
 
@@ -28,7 +43,7 @@ def row_columns(row: dict, cfg: DataConfig) -> dict:
     return {name: row[name] for name in names if name in row}
 
 
-def check_selected(cfg: DataConfig, needs: dict[str, str], rows: list[dict]) -> None:
+def check_selected(cfg: DataConfig, needs: dict[str, ColumnNeed], rows: list[dict]) -> None:
     """``data.columns`` names columns of the data and keeps every one a reward reads."""
     known = set().union(*rows)
     unknown = [name for name in cfg.columns or [] if name not in known]
@@ -45,8 +60,9 @@ def check_selected(cfg: DataConfig, needs: dict[str, str], rows: list[dict]) -> 
         )
 
 
-def check_needs(columns: dict, needs: dict[str, str], number: int, source: str) -> None:
-    """Row ``number`` (its ``columns``) has every column in ``needs``, not null."""
+def check_needs(columns: dict, needs: dict[str, ColumnNeed], number: int, source: str) -> None:
+    """Row ``number`` (its ``columns``) has every column in ``needs``, not null, and each
+    section that reads one accepts its value (``check_column``: e.g. well-formed constraints)."""
     missing = sorted(name for name in needs if columns.get(name) is None)
     if missing:
         raise RewardtuneError(
@@ -54,6 +70,9 @@ def check_needs(columns: dict, needs: dict[str, str], number: int, source: str) 
             f"{needs[missing[0]]} reads (columns: {', '.join(sorted(columns)) or 'none'}); add "
             "it to that row, or remove the row"
         )
+    for name, need in needs.items():
+        for spec in need.specs:
+            spec.check_column(name, columns[name], f"data: {name!r} of row {number} of {source}")
 
 
 def column_lists(prompts: list[Prompt]) -> dict[str, list]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardtune.config import DataConfig
-from rewardtune.data.columns import check_needs, check_selected, row_columns
+from rewardtune.data.columns import ColumnNeed, check_needs, check_selected, row_columns
 from rewardtune.text import template_fields, well_formed
 from rewardtune.types import Prompt, RewardtuneError
 
@@ -117,7 +117,7 @@ def read_prompt_set(name: str, encoding: str, where: str) -> list[str]:
 
 
 def read_prompt_rows(
-    name: str, cfg: DataConfig, where: str, needs: dict[str, str] | None = None
+    name: str, cfg: DataConfig, where: str, needs: dict[str, ColumnNeed] | None = None
 ) -> list[tuple[str, dict]]:
     """(text, columns) of an extra prompt set: a .jsonl set (shipped or a file) read like
     ``data.source`` (``data.column``, ``data.template``, ``data.columns``), its rows' columns
@@ -176,7 +176,7 @@ def format_prompts(rows: list[dict], cfg: DataConfig) -> list[str]:
 
 
 def format_rows(
-    rows: list[dict], cfg: DataConfig, needs: dict[str, str] | None = None
+    rows: list[dict], cfg: DataConfig, needs: dict[str, ColumnNeed] | None = None
 ) -> list[tuple[str, dict]]:
     """(prompt text, the row's other columns) per row kept: ``format_prompts``' texts, with
     the columns ``data.columns`` selects. ``needs`` (column -> the reward that reads it, e.g.
@@ -294,7 +294,7 @@ def load_prompts(
     tokenizer,
     chat: bool | str | None = None,
     max_tokens: int | None = None,
-    needs: dict[str, str] | None = None,
+    needs: dict[str, ColumnNeed] | None = None,
 ) -> tuple[list[Prompt], list[Prompt]]:
     """(train, eval) prompts: read, filter, template, shuffle with ``data.seed``, split,
     tokenise, and fit into ``max_tokens`` (the model's context less the response).
@@ -312,7 +312,7 @@ def split_prompts(
     tokenizer,
     chat: bool | str | None = None,
     max_tokens: int | None = None,
-    needs: dict[str, str] | None = None,
+    needs: dict[str, ColumnNeed] | None = None,
 ) -> PromptSplit:
     """``load_prompts``' split, with the training prompts' full texts."""
     form = cfg.chat if chat is None else chat  # False, True or "both"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewardtune.config import Config, DataConfig
-from rewardtune.data.columns import needed_columns
+from rewardtune.data.columns import ColumnNeed, needed_columns
 from rewardtune.data.prompts import (
     PromptSplit,
     fit_prompts,
@@ -104,7 +104,7 @@ def _in_form(
 
 
 def _file_rows(
-    data: DataConfig, prompt_file: Path, n: int, needs: dict[str, str]
+    data: DataConfig, prompt_file: Path, n: int, needs: dict[str, ColumnNeed]
 ) -> list[tuple[str, dict]]:
     """The first ``n`` prompts of ``--prompt-file`` (text, or jsonl with a ``text`` field and
     the columns the scorers read), with their columns."""

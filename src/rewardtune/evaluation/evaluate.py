@@ -80,7 +80,9 @@ def evaluate_run(
     gathered = [gather_objects(state, mine) for mine in shares]
     if not state.is_main_process:
         return None
-    summary = _summarise_sets(cfg.eval, sets, gathered, checkpoint or FINAL, policy.reference_name)
+    summary = _summarise_sets(
+        cfg.eval, sets, gathered, checkpoint or FINAL, policy.reference_name, scorers.directions
+    )
     summary.overrides = list(overrides or [])
     _write(run, summary)
     return summary
@@ -98,12 +100,19 @@ def eval_overrides(overrides: list[str]) -> list[str]:
 
 
 def _summarise_sets(
-    ev: EvalConfig, sets: list[EvalSet], gathered: list[list], checkpoint: str, reference: str
+    ev: EvalConfig,
+    sets: list[EvalSet],
+    gathered: list[list],
+    checkpoint: str,
+    reference: str,
+    directions: dict[str, bool | None],
 ) -> EvalSummary:
-    """The primary set's summary, with every other set's as its sections."""
+    """The primary set's summary, with every other set's as its sections; ``directions``:
+    ``Scorers.directions``."""
     summaries = []
     for eval_set, pairs in zip(sets, gathered, strict=True):
-        summary = _summarise_rows(ev, [row for _, row in sorted(pairs, key=lambda p: p[0])])
+        rows = [row for _, row in sorted(pairs, key=lambda p: p[0])]
+        summary = _summarise_rows(ev, rows, directions)
         summary.checkpoint, summary.reference = checkpoint, reference
         summary.n_prompts = len(eval_set.prompts)
         summaries.append(summary)
@@ -148,7 +157,9 @@ def _evaluate_set(
     return _evaluate_batches(policy, draw, scorers, samples, batches, k)
 
 
-def _summarise_rows(ev: EvalConfig, rows: list[EvalRow]) -> EvalSummary:
+def _summarise_rows(
+    ev: EvalConfig, rows: list[EvalRow], directions: dict[str, bool | None]
+) -> EvalSummary:
     summary = summarise(
         ev,
         {name: [r.scores_before[name] for r in rows] for name in rows[0].scores_before},
@@ -156,6 +167,7 @@ def _summarise_rows(ev: EvalConfig, rows: list[EvalRow]) -> EvalSummary:
         ([r.before for r in rows], [r.after for r in rows]),
         np.asarray([r.kl for r in rows]),
         np.asarray([r.prompt_id for r in rows]),
+        directions,
     )
     summary.rows = rows
     return summary

@@ -126,9 +126,10 @@ def binary_metrics(name: str, before, after, k: int) -> tuple[Metric, ...]:
 _KNOWN = SCORE_METRICS | {m.name: m for m in SAMPLE_METRICS + TOXICITY_METRICS}
 
 
-def metric(name: str) -> Metric:
+def metric(name: str, higher_is_better: bool | None = None) -> Metric:
     """The metric named ``name``; a reward term or an extra scorer gets its scorer's name as
-    label, and higher is better for rewards (and VADER sentiment), unknown otherwise."""
+    label, and higher is better for reward terms, otherwise as ``higher_is_better`` says (an
+    extra scorer's type knows: ``RewardBase.higher_is_better``)."""
     if name in _KNOWN:
         return _KNOWN[name]
     column, _, rate = name.rpartition("/")
@@ -137,7 +138,7 @@ def metric(name: str) -> Metric:
     if rate.startswith(("pass@", "mean@")) and rate[5:].isdigit():
         k = int(rate[5:])
         return binary_metrics(column, [0.0], [1.0], k)[rate.startswith("mean@")]
-    better = True if name.startswith(("reward/", "extra/vader")) else None
+    better = True if name.startswith("reward/") else higher_is_better
     return Metric(name, name.split("/", 1)[-1], better)
 
 

@@ -37,6 +37,11 @@ class Scorers:
                 scorer.name = f"{scorer.name}#{i}"
         return cls(build_reward(reward_specs), toxicity, extras)
 
+    @property
+    def directions(self) -> dict[str, bool | None]:
+        """Whether a rise is good, for each extra scorer's column (its type says)."""
+        return {f"extra/{scorer.name}": spec.higher_is_better for scorer, spec in self.extras}
+
     def score(
         self, prompts: list[str], responses: list[str], columns: dict | None = None
     ) -> dict[str, list[float]]:

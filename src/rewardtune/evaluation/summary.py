@@ -26,14 +26,16 @@ def summarise(
     texts: tuple[list[str], list[str]],
     kl: np.ndarray,
     clusters: np.ndarray | None = None,
+    directions: dict[str, bool | None] | None = None,
 ) -> EvalSummary:
     """The metrics table, toxicity, diversity and KL of the before/after ``texts`` and their
-    scores; ``clusters`` None: one sample per prompt."""
+    scores; ``clusters`` None: one sample per prompt; ``directions``: whether a rise is good,
+    for the extra scorers' columns (``Scorers.directions``)."""
     n, seed = ev.bootstrap, ev.seed
     clusters = np.arange(len(kl)) if clusters is None else np.asarray(clusters)
     metrics = []
     for name in before:
-        m = metric(name)
+        m = metric(name, (directions or {}).get(name))
         metrics.append(
             compare(name, m.label, before[name], after[name], m.higher_is_better, n, seed, clusters)
         )

@@ -24,8 +24,8 @@ The kinds, their parameters and what each checks (``CHECKERS`` below):
 - ``title``: a title in double angle brackets, ``<<like this>>``, on one line.
 
 A malformed constraint (an unknown kind, a missing or unknown parameter, a wrong type) is a
-RewardtuneError naming the row and the kind; ``validate_column`` finds them all before
-training starts.
+RewardtuneError naming the row and the kind; ``ConstraintsSpec.check_column`` finds the
+first before training starts, as the data is read.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from rewardtune.types import RewardtuneError
 @reward_type
 class ConstraintsSpec(RewardBase):
     type: Literal["constraints"]
+    higher_is_better: ClassVar = True
     column: str = "constraints"  # the data column holding each row's list of constraints
     mode: Literal["share", "all"] = "share"  # share met, or 1 only when every one is met
 
@@ -49,6 +50,10 @@ class ConstraintsSpec(RewardBase):
 
     def needs_columns(self) -> set[str]:
         return {self.column}
+
+    def check_column(self, column: str, value, where: str) -> None:
+        if column == self.column:
+            parse_constraints(value, where)
 
     def scorer(self, where: str) -> ConstraintsReward:
         return ConstraintsReward(self.column, self.mode, where)
@@ -61,11 +66,6 @@ class ConstraintsReward:
     def __init__(self, column: str = "constraints", mode: str = "share", where: str = "reward"):
         self.column, self.mode, self.where = column, mode, where
         self.name = "constraints" if mode == "share" else "constraints_all"
-
-    def validate(self, values: list, source: str = "the data") -> None:
-        """Check every row's constraints (``values``: the column, one entry a row) before
-        anything is sampled; the first malformed one is a RewardtuneError naming its row."""
-        validate_column(values, self.column, source)
 
     def __call__(
         self, prompts: list[str], responses: list[str], columns: dict[str, list] | None = None
@@ -88,12 +88,6 @@ class ConstraintsReward:
             share = sum(met) / len(met)
             scores.append(share if self.mode == "share" else float(all(met)))
         return scores
-
-
-def validate_column(values: list, column: str = "constraints", source: str = "the data") -> None:
-    """Parse the constraints of every row (1-based rows in messages)."""
-    for number, value in enumerate(values, 1):
-        parse_constraints(value, f"{column!r} of row {number} of {source}")
 
 
 def constraints_met(constraints: list[dict], response: str) -> list[bool]:

@@ -14,6 +14,7 @@ from rewardtune.rewards.registry import RewardBase, reward_type
 @reward_type
 class FormatSpec(RewardBase):
     type: Literal["format"]
+    higher_is_better: ClassVar = True
     pattern: str  # Python regular expression; `.` matches newlines too
     mode: Literal["full", "search"] = "full"  # full: the whole (stripped) response; search: a part
 

@@ -19,6 +19,7 @@ from rewardtune.types import RewardtuneError
 @reward_type
 class LengthSpec(RewardBase):
     type: Literal["length"]
+    higher_is_better: ClassVar = True
     unit: Literal["words", "tokens"] = "words"
     min: int = Field(0, ge=0)
     max: int = Field(gt=0)

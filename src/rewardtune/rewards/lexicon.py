@@ -13,6 +13,7 @@ from rewardtune.types import RewardtuneError
 @reward_type
 class ProfanitySpec(RewardBase):
     type: Literal["profanity"]
+    higher_is_better: ClassVar = True  # 1 - P(offensive), or its logit
     input: Input = "prompt+response"
     output: Literal["prob", "logit"] = "prob"
 
@@ -25,6 +26,7 @@ class ProfanitySpec(RewardBase):
 @reward_type
 class VaderSpec(RewardBase):
     type: Literal["vader"]
+    higher_is_better: ClassVar = True
     input: Input = "prompt+response"
 
     def scorer(self, where: str) -> VaderReward:

@@ -23,6 +23,7 @@ EXTRACTS = ("last_number", "boxed", "full")
 @reward_type
 class MatchSpec(RewardBase):
     type: Literal["match"]
+    higher_is_better: ClassVar = True
     column: str = "answer"  # the reference answer (or a list of accepted answers)
     extract: str = "last_number"  # last_number | boxed | regex:<pattern> | full
     compare: Literal["exact", "normalized"] = "normalized"

@@ -60,6 +60,8 @@ class RewardBase(Section):
     name: str | None = None  # shown in stats; defaults to the type (and label)
 
     summary: ClassVar[tuple[str, ...]] = ()  # the fields the report shows after the type
+    # As an extra scorer: is a rise good (a check met, a closer match)? None: unknown
+    higher_is_better: ClassVar[bool | None] = None
 
     def scorer(self, where: str) -> Reward:
         """The scorer this section describes; ``where`` (``reward.0``) starts its errors."""
@@ -70,6 +72,10 @@ class RewardBase(Section):
         by default those its ``input`` template names."""
         return input_columns(self)
 
+    def check_column(self, column: str, value: Any, where: str) -> None:
+        """Check one row's ``value`` of a column this reads, before training (``where``
+        names the row and starts the error); by default any value is taken."""
+
 
 class ToxicityBase(Section):
     """``eval.toxicity``: a scorer of P(toxic) in [0, 1]."""
@@ -79,6 +85,9 @@ class ToxicityBase(Section):
 
     def needs_columns(self) -> set[str]:
         return input_columns(self)
+
+    def check_column(self, column: str, value: Any, where: str) -> None:
+        """As ``RewardBase.check_column``."""
 
 
 Spec = TypeVar("Spec", bound=type[Section])

@@ -13,6 +13,7 @@ from rewardtune.types import RewardtuneError
 @reward_type
 class RougeSpec(RewardBase):
     type: Literal["rouge"]
+    higher_is_better: ClassVar = True
     column: str = "summary"  # the reference text (or a list of them: the best counts)
     variant: Literal["rougeL", "rouge1", "rouge2"] = "rougeL"
     stemmer: bool = True  # Porter stemming, as the summarisation papers report it
