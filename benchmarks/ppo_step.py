@@ -5,6 +5,13 @@ batch 16, mini-batch 4, 1 PPO epoch, 32 new tokens (top_k=0, top_p=1.0), VADER r
 response, 64 prompts of 4-12 tokens, one warm-up step then 3 timed steps, with
 ``generation.engine`` fast (the default) or hf (``--engine``).
 
+W1G (CPU): W1 in groups, against TRL's ``GRPOTrainer`` (``benchmarks/trl_grpo_w1g.py``):
+``advantage: grpo``, 4 prompts x ``samples_per_prompt`` 4 = batch 16, mini-batch 16 (one
+forward + backward and one optimizer step per batch, as TRL's ``per_device_train_batch_size``
+16), 1 epoch; W1's model, LoRA, 32 new tokens, VADER reward and prompts otherwise. The
+recipe's KL penalty stays (in the reward, so the reference's forward runs each step; TRL's
+default ``beta`` 0 runs none).
+
 W2 (one CUDA GPU): a randomly initialised model with TinyLlama-1.1B-Chat-v1.0's exact config
 (Llama, hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 KV heads, vocab 32000, untied LM
 head), built from the config and saved with a tiny byte-level BPE tokenizer (nothing is
@@ -46,6 +53,7 @@ S = 192, R = 128, about 0.79 TFLOP per sequence, 50.6 TFLOP per update. Elementw
 (RMSNorm, SiLU, softmax, rotary, loss) is not counted.
 
     python benchmarks/ppo_step.py --workload W1 [--engine fast|hf]
+    python benchmarks/ppo_step.py --workload W1G [--steps 3]
     python benchmarks/ppo_step.py --workload W2 [--steps 3] [--peak-tflops 989.4]
     python benchmarks/ppo_step.py --workload W2 --cpu-smoke   # tiny shapes, float32, CPU
 
@@ -173,6 +181,14 @@ def w1_prompt_file(folder: Path) -> Path:
     return path
 
 
+# W1G: W1's shapes in groups of 4 responses to a prompt, TRL GRPOTrainer's batch and loss
+W1G_OVERRIDES = {
+    "ppo.advantage": "grpo",  # group mean and std, as GRPOTrainer's scale_rewards="group"
+    "ppo.samples_per_prompt": 4,
+    "ppo.mini_batch_size": 16,  # the whole batch, as per_device_train_batch_size=16
+}
+
+
 def w1_config(prompts: Path, engine: str, overrides: dict | None = None):
     return recipe_config(
         {
@@ -217,10 +233,11 @@ def vader_steps(trainer: PPOTrainer, timed_steps: int) -> list[dict[str, float]]
     return rows
 
 
-def run_w1(timed_steps: int, engine: str) -> dict:
+def run_w1(timed_steps: int, engine: str, overrides: dict | None = None) -> dict:
+    """W1 (or, with ``W1G_OVERRIDES``, W1G): one warm-up step, then ``timed_steps`` timed."""
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
-        config = w1_config(w1_prompt_file(Path(tmp)), engine)
+        config = w1_config(w1_prompt_file(Path(tmp)), engine, overrides)
         trainer = PPOTrainer(config)
         rows = vader_steps(trainer, timed_steps)
     mean = mean_rows(rows[1:])  # the first step is the warm-up
@@ -231,7 +248,7 @@ def run_w1(timed_steps: int, engine: str) -> dict:
         "rollout_s": mean["rollout"],
         "reward_s": mean["reward"],
         "update_s": mean["update"],
-        "samples_per_s": 16 / mean["total"],
+        "samples_per_s": mean["sequences"] / mean["total"],
         "generated_tokens_per_s": mean["tokens"] / mean["total"],
         "peak_rss_mb": peak_rss_mb(),
         **work,
@@ -264,10 +281,10 @@ def w1_work(trainer: PPOTrainer, mean: dict[str, float]) -> dict[str, float]:
     }
 
 
-def print_w1(timed_steps: int, engine: str) -> None:
-    figures = run_w1(timed_steps, engine)
+def print_w1(timed_steps: int, engine: str, workload: str) -> None:
+    figures = run_w1(timed_steps, engine, W1G_OVERRIDES if workload == "W1G" else None)
     print(
-        f"workload W1: rewardtune (engine {engine}), SmolLM2-135M float32 CPU "
+        f"workload {workload}: rewardtune (engine {engine}), SmolLM2-135M float32 CPU "
         f"x{torch.get_num_threads()} threads"
     )
     for key, value in figures.items():
@@ -576,10 +593,10 @@ def print_w2(results: dict[str, dict], shape: W2Shape, peak: float | None, smoke
 def main() -> None:
     enable_cpu_fast_paths()  # as the rewardtune command does: the timings measure what it runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", default="W1", choices=["W1", "W2"])
+    parser.add_argument("--workload", default="W1", choices=["W1", "W1G", "W2"])
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
     parser.add_argument(
-        "--engine", default="fast", choices=["hf", "fast"], help="W1: generation.engine"
+        "--engine", default="fast", choices=["hf", "fast"], help="W1, W1G: generation.engine"
     )
     parser.add_argument(
         "--peak-tflops", type=float, default=None, help="W2: the device's peak dense bf16 TFLOP/s"
@@ -591,8 +608,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     quiet_libraries()
-    if args.workload == "W1":
-        print_w1(args.steps, args.engine)
+    if args.workload in ("W1", "W1G"):
+        print_w1(args.steps, args.engine, args.workload)
         return
     if not torch.cuda.is_available() and not args.cpu_smoke:
         sys.exit("W2 needs a CUDA GPU and this machine has none (--cpu-smoke runs it tiny on CPU)")
