@@ -1,5 +1,5 @@
-"""Advantage estimators and loss options on equal footing: `smollm2-detox` trained for the
-same wall time (or, on a loaded machine, the same number of steps) with each variant of
+"""Advantage estimators and loss options on equal footing: a recipe (`smollm2-detox`, or
+`--recipe smollm2-constraints`) trained for the same wall time (or, on a loaded machine, the same number of steps) with each variant of
 ``VARIANTS`` (the estimators, and DAPO, GSPO, Dr. GRPO and TRL's RLOO ratio), then evaluated on
 the recipe's held-out prompts.
 
@@ -8,15 +8,17 @@ responses per step (the group estimators as 16 / k prompts x k samples) and the 
 budget for training, timed from the end of one warm-up step; it runs steps until the budget is
 spent (a step that starts before the deadline finishes; no checkpoint is written inside it). The evaluation is the recipe's own (`eval.*`: held-out prompts, k samples
 per prompt, paired bootstrap CIs over prompts), run after the budget and not counted in it.
-Printed per variant: steps done, seconds per step, held-out flagged rate (P > 0.5) and
-toxicity mean before -> after with the 95% CI of the difference, the reward, and perplexity
-under the reference. ``--reward zero_one`` trains on the 0/1 reward of
+Printed per variant: steps done, seconds per step, and before -> after with the 95% CI of the
+difference of the recipe's headline metrics (``HEADLINE``: those its evaluation reports, e.g.
+the flagged rate and toxicity mean of the detox recipe, constraint satisfaction and all-met of
+the constraints recipe), the reward, and perplexity under the reference. ``--reward zero_one`` trains on the 0/1 reward of
 ``benchmarks/verifiable_reward.py`` instead of the recipe's (a verifiable reward: many groups
 tie). ``--steps N`` gives every variant N steps instead of equal wall time: the choice on a
 machine others load, where seconds say little. Never run by the test suite.
 
-    python benchmarks/estimators.py [--minutes 8] [--k 4] [--estimators gae,rloo,grpo,dapo] \
-        [--reward zero_one] [--steps N] [--set reward.0.output=logit ...]
+    python benchmarks/estimators.py [--recipe smollm2-detox] [--minutes 8] [--k 4] \
+        [--estimators gae,rloo,grpo,dapo] [--reward zero_one] [--steps N] \
+        [--set reward.0.output=logit ...]
     python benchmarks/estimators.py --smoke        # the tests' tiny Llama, seconds per variant
 """
 
@@ -38,7 +40,16 @@ from rewardtune.runs.rundir import RunDir
 from rewardtune.training.signals import Interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = "smollm2-detox"
+# metric -> its column title and whether it reads as a percentage; a recipe's table shows
+# those its evaluation reports, in this order
+HEADLINE = {
+    "toxicity/flagged": ("flagged rate", True),
+    "toxicity": ("toxicity mean", False),
+    "extra/constraints": ("constraints met", True),
+    "extra/constraints_all": ("all met", True),
+    "reward/total": ("reward", False),
+    "perplexity": ("perplexity", False),
+}
 ZERO_ONE = (
     f"[{{type: python, function: '{ROOT / 'benchmarks' / 'verifiable_reward.py'}"
     ":ends_a_clean_sentence'}]"
@@ -120,19 +131,17 @@ def train_for(trainer: PPOTrainer, seconds: float, steps: int | None) -> tuple[i
 
 
 def run_one(
-    variant: str, base: dict, seconds: float, steps: int | None, k: int, folder: Path
+    recipe: str, variant: str, base: dict, seconds: float, steps: int | None, k: int, folder: Path
 ) -> dict:
     overrides = base | estimator_overrides(variant, k) | {"ppo.steps": 100_000, "run.save_every": 0}
-    config = load_config(RECIPE, [f"{key}={value}" for key, value in overrides.items()])
+    config = load_config(recipe, [f"{key}={value}" for key, value in overrides.items()])
     run = RunDir.create(folder / variant, config.to_yaml())
     trainer = PPOTrainer(config, run_dir=run)
     done, spent = train_for(trainer, seconds, steps)
     summary = evaluate_run(run.path, trainer)
     metrics = {m["name"]: m for m in summary.metrics}
-    names = ("toxicity/flagged", "toxicity", "reward/total", "perplexity")
-    return {"estimator": variant, "steps": done, "s_per_step": spent / max(done, 1)} | {
-        name: metrics[name] for name in names
-    }
+    shown = {name: metrics[name] for name in HEADLINE if name in metrics}
+    return {"estimator": variant, "steps": done, "s_per_step": spent / max(done, 1)} | shown
 
 
 def cell(metric: dict, percent: bool = False) -> str:
@@ -142,21 +151,20 @@ def cell(metric: dict, percent: bool = False) -> str:
     return f"{before:.3g}{unit} -> {after:.3g}{unit} [{low:+.3g}, {high:+.3g}]"
 
 
-def print_table(rows: list[dict], budget: str) -> None:
-    print(f"\n{RECIPE}, {budget} each; before -> after [95% CI of the change]\n")
-    print("| variant | steps | s/step | flagged rate | toxicity mean | reward | perplexity |")
-    print("| --- | ---: | ---: | --- | --- | --- | --- |")
+def print_table(recipe: str, rows: list[dict], budget: str) -> None:
+    names = [name for name in HEADLINE if name in rows[0]]
+    print(f"\n{recipe}, {budget} each; before -> after [95% CI of the change]\n")
+    print("| variant | steps | s/step | " + " | ".join(HEADLINE[n][0] for n in names) + " |")
+    print("| --- | ---: | ---: | " + " | ".join("---" for _ in names) + " |")
     for r in rows:
-        print(
-            f"| {r['estimator']} | {r['steps']} | {r['s_per_step']:.2f} | "
-            f"{cell(r['toxicity/flagged'], percent=True)} | {cell(r['toxicity'])} | "
-            f"{cell(r['reward/total'])} | {cell(r['perplexity'])} |"
-        )
+        cells = [cell(r[name], percent=HEADLINE[name][1]) for name in names]
+        print(f"| {r['estimator']} | {r['steps']} | {r['s_per_step']:.2f} | {' | '.join(cells)} |")
 
 
 def main() -> None:
     enable_cpu_fast_paths()  # as the rewardtune command does: the timings measure what it runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="smollm2-detox", help="shipped recipe or YAML path")
     parser.add_argument("--minutes", type=float, default=8.0, help="training wall time each")
     parser.add_argument("--k", type=int, default=4, help="samples per prompt of group variants")
     parser.add_argument("--estimators", default="gae,rloo,grpo", help=", ".join(VARIANTS))
@@ -177,11 +185,11 @@ def main() -> None:
         base |= dict(item.split("=", 1) for item in args.set)
         seconds = 5.0 if args.smoke else args.minutes * 60
         rows = [
-            run_one(name, base, seconds, args.steps, args.k, folder)
+            run_one(args.recipe, name, base, seconds, args.steps, args.k, folder)
             for name in args.estimators.split(",")
         ]
     budget = f"{args.steps} steps" if args.steps else f"{seconds:.0f} s of training"
-    print_table(rows, budget + (", 0/1 reward" if args.reward == "zero_one" else ""))
+    print_table(args.recipe, rows, budget + (", 0/1 reward" if args.reward == "zero_one" else ""))
 
 
 if __name__ == "__main__":

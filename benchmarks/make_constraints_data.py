@@ -2,10 +2,15 @@
 IFEval-style constraint sets (rewards/constraints.py), each row's instructions written out in
 the request's text and listed as `{kind, ...}` dicts in its `constraints` column.
 
-- constraints.jsonl: 720 rows; each row has 1 to 3 constraints whose set of kinds is one of
-  TRAIN_COMBOS. The recipe holds out a share of it (data.eval_fraction) with the same kinds.
-- constraints-unseen.jsonl: 120 rows from requests that file never uses, each with 3 or 4
-  constraints whose set of kinds no row of constraints.jsonl has.
+- constraints.jsonl: 720 rows; each row has 1 or 2 constraints of KINDS (every single kind and
+  every pair). The recipe holds out a share of it (data.eval_fraction) with the same kinds.
+- constraints-unseen.jsonl: 120 rows from requests that file never uses, each with 3
+  constraints: a set of kinds no row of constraints.jsonl has.
+
+Each row also has an `on_topic` column: one `include_any` constraint listing the words an
+answer on the request's topic likely uses. No reward of the recipe reads it; its evaluation
+does, as a second opinion (an answer that meets its instructions but says nothing about the
+request fails it).
 
 Seeded, so running it again writes the same files:
 
@@ -104,18 +109,62 @@ UNSEEN_REQUESTS = [
 ]
 
 EXCLUDED = ["very", "really", "just", "also", "important", "great", "make", "sure"]
-STARTS = ["Sure thing", "Here is my advice", "Good question", "Okay so", "In short"]
-ENDS = ["Hope this helps.", "Good luck!", "That is all.", "Have a nice day.", "Enjoy!"]
-KINDS = [
-    "lowercase",
-    "no_commas",
-    "words",
-    "sentences",
-    "include",
-    "exclude",
-    "starts_with",
-    "ends_with",
+# stock phrases to start or end with: a dozen each, so that following the instruction means
+# copying the phrase from the request, and the answers do not all share five openings
+STARTS = [
+    "Sure thing",
+    "Here is my advice",
+    "Good question",
+    "Okay so",
+    "In short",
+    "Happy to help",
+    "Great idea",
+    "Well then",
+    "Simply put",
+    "My tip",
+    "Try this",
+    "First of all",
 ]
+ENDS = [
+    "Hope this helps.",
+    "Good luck!",
+    "That is all.",
+    "Have a nice day.",
+    "Enjoy!",
+    "Have fun!",
+    "Take care.",
+    "You can do it!",
+    "Cheers!",
+    "Best wishes.",
+    "Stay safe.",
+    "See you soon.",
+]
+# words of a request that say nothing of its topic (the rest, five letters or more, do)
+STOP = {
+    "should",
+    "about",
+    "there",
+    "which",
+    "would",
+    "could",
+    "better",
+    "something",
+    "while",
+    "really",
+    "where",
+    "first",
+    "other",
+    "their",
+    "these",
+    "those",
+    "without",
+    "every",
+}
+# The kinds the prompts use: those the base model mostly fails and can learn (docs/constraints.md
+# has its rate per kind). `sentences` and `exclude` are left out: the base model already meets
+# them in 85% of its answers, so they would only pad the share met. constraint() still writes
+# them, for anyone who wants them back.
+KINDS = ["lowercase", "no_commas", "words", "include", "starts_with", "ends_with"]
 
 
 def constraint(kind: str, topic: list[str], rng: random.Random) -> tuple[dict, str]:
@@ -124,10 +173,8 @@ def constraint(kind: str, topic: list[str], rng: random.Random) -> tuple[dict, s
         return {"kind": kind}, "Write your whole answer in lowercase letters, with no capitals."
     if kind == "no_commas":
         return {"kind": kind}, "Do not use any commas."
-    if kind == "words":
-        top = rng.choice([15, 20, 25, 30])
-        if rng.random() < 0.5:
-            return {"kind": kind, "max": top}, f"Answer in at most {top} words."
+    if kind == "words":  # a range: an empty or one-word answer does not meet it
+        top = rng.choice([12, 15, 20])
         return {"kind": kind, "min": 5, "max": top}, f"Use between 5 and {top} words."
     if kind == "sentences":
         top = rng.choice([1, 2, 3])
@@ -149,16 +196,11 @@ def constraint(kind: str, topic: list[str], rng: random.Random) -> tuple[dict, s
     )
 
 
-def combos(rng: random.Random) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """(training kind sets: every single, every pair, half the triples; unseen kind sets: the
-    other triples and every quadruple)."""
-    triples = list(itertools.combinations(KINDS, 3))
-    rng.shuffle(triples)
-    half = len(triples) // 2
-    singles = [(k,) for k in KINDS]
-    train = singles + list(itertools.combinations(KINDS, 2)) + triples[:half]
-    unseen = triples[half:] + list(itertools.combinations(KINDS, 4))
-    return train, unseen
+def combos() -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """(training kind sets: every single and every pair; unseen kind sets: every triple, so
+    each unseen row combines three instructions that training only ever saw two at a time)."""
+    train = [(k,) for k in KINDS] + list(itertools.combinations(KINDS, 2))
+    return train, list(itertools.combinations(KINDS, 3))
 
 
 def rows(requests, kind_sets, n: int, rng: random.Random) -> list[dict]:
@@ -172,9 +214,22 @@ def rows(requests, kind_sets, n: int, rng: random.Random) -> list[dict]:
         if text in seen:
             continue
         seen.add(text)
-        out.append({"text": text, "constraints": [c for c, _ in drawn]})
+        out.append(
+            {
+                "text": text,
+                "constraints": [c for c, _ in drawn],
+                "on_topic": [{"kind": "include_any", "words": topic_words(request, topic)}],
+            }
+        )
     rng.shuffle(out)
     return out
+
+
+def topic_words(request: str, topic: list[str]) -> list[str]:
+    """The words an answer on ``request``'s topic likely uses: its topical words and the
+    request's own words of five letters or more (``STOP`` aside), for the `on_topic` check."""
+    own = [w.strip("?.,").lower() for w in request.split()]
+    return list(dict.fromkeys(topic + [w for w in own if len(w) >= 5 and w not in STOP]))
 
 
 def main() -> None:
@@ -182,7 +237,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     out = parser.parse_args().out
     rng = random.Random(SEED)
-    train, unseen = combos(rng)
+    train, unseen = combos()
     sets = {
         "constraints.jsonl": rows(REQUESTS, train, N_TRAIN, rng),
         "constraints-unseen.jsonl": rows(UNSEEN_REQUESTS, unseen, N_UNSEEN, rng),

@@ -53,6 +53,8 @@ CASES = [
     ({"kind": "include", "words": ["water", "Light"]}, "Water it and give it light.", True),
     ({"kind": "include", "words": ["water"]}, "Use a watering can.", False),  # not a whole word
     ({"kind": "include", "words": ["water", "light"]}, "Just water it.", False),
+    ({"kind": "include_any", "words": ["water", "light"]}, "Just water it.", True),
+    ({"kind": "include_any", "words": ["water", "light"]}, "Watering in daylight.", False),
     ({"kind": "exclude", "words": ["very"]}, "Everything is fine.", True),  # inside a word
     ({"kind": "exclude", "words": ["very"]}, "It is Very good.", False),
     ({"kind": "exclude", "words": ["sure"]}, "Make sure-footed steps.", False),  # - splits

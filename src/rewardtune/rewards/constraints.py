@@ -15,7 +15,8 @@ The kinds, their parameters and what each checks (``CHECKERS`` below):
   ``?`` followed by a space or the end; a bullet is a line starting with ``- `` or ``* ``
   (after indentation; ``-5`` or ``*bold*`` are not); a placeholder is ``[name]``.
 - ``include`` / ``exclude``: every one / none of ``words`` appears as a whole word, ignoring
-  case.
+  case; ``include_any``: at least one of them does (e.g. a check that a response is on its
+  request's topic).
 - ``starts_with`` / ``ends_with``: the response, stripped of surrounding whitespace, starts /
   ends with ``phrase``, ignoring case (nothing may follow the phrase).
 - ``no_commas``: no ``,`` anywhere, quoted words included.
@@ -229,6 +230,7 @@ CHECKERS: dict[str, tuple[Callable[[str, dict], bool], Callable[[dict], str | No
     "bullets": (lambda r, c: _in_range(len(BULLET.findall(r)), c), _count_params),
     "placeholders": (lambda r, c: _in_range(len(PLACEHOLDER.findall(r)), c), _count_params),
     "include": (lambda r, c: all(_has_word(r, w) for w in c["words"]), _words_param),
+    "include_any": (lambda r, c: any(_has_word(r, w) for w in c["words"]), _words_param),
     "exclude": (lambda r, c: not any(_has_word(r, w) for w in c["words"]), _words_param),
     "starts_with": (
         lambda r, c: r.strip().lower().startswith(c["phrase"].strip().lower()),
