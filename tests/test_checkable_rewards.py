@@ -125,9 +125,11 @@ def test_rouge_scores_f1_against_the_reference_column():
 def test_each_check_says_which_column_it_reads():
     cfg = Config(
         reward=[{"type": "match", "column": "gold"}, {"type": "format", "pattern": "x"}],
-        eval={"extra_scorers": [{"type": "rouge", "column": "ref"}], "enabled": False},
+        eval={"extra_scorers": [{"type": "rouge", "column": "ref"}]},
     )
     assert {name: need.reader for name, need in needed_columns(cfg).items()} == {
         "gold": "reward.0 (match)",
         "ref": "eval.extra_scorers.0 (rouge)",
     }
+    cfg.eval.enabled = False  # no evaluation runs, so none of its scorers needs a column
+    assert list(needed_columns(cfg)) == ["gold"]

@@ -225,18 +225,22 @@ def test_the_recipe_trains_and_scores_held_out_and_unseen_prompts(tmp_path, tiny
     summary = json.loads((run / "eval.json").read_text())
     (unseen,) = summary["sections"]
     assert unseen["prompts"] == "constraints-unseen"
-    rows = {r["text"]: r["constraints"] for r in shipped_rows("constraints")}
-    rows |= {r["text"]: r["constraints"] for r in shipped_rows("constraints-unseen")}
+    rows = {r["text"]: r for r in shipped_rows("constraints") + shipped_rows("constraints-unseen")}
     for file in ("eval.jsonl", "eval_sections.jsonl"):
         for sample in scored_rows(run / file):  # each response scored against its own row
-            found = constraints_met(parse_constraints(rows[sample["prompt"]], "t"), sample["after"])
+            row, after = rows[sample["prompt"]], sample["after"]
+            found = constraints_met(parse_constraints(row["constraints"], "t"), after)
+            on_topic = constraints_met(parse_constraints(row["on_topic"], "t"), after)
             scores = sample["scores_after"]
-            assert scores["reward/total"] == scores["extra/constraints"] == sum(found) / len(found)
+            assert scores["reward/constraints"] == scores["extra/constraints"]
+            assert scores["extra/constraints"] == sum(found) / len(found)
             assert scores["extra/constraints_all"] == float(all(found))
+            assert scores["extra/on_topic"] == float(all(on_topic))
+            short = max(0, 8 - len(after.split()))  # the length term: -1/4 a word short of 8
+            assert scores["reward/length"] == pytest.approx(-min(1.0, short / 4))
     better = {m["name"]: m["higher_is_better"] for m in unseen["summary"]["metrics"]}
-    assert {"reward/total", "extra/constraints", "extra/constraints_all", "extra/vader"} <= set(
-        better
-    )
+    names = {"reward/total", "extra/constraints", "extra/constraints_all", "extra/on_topic"}
+    assert names | {"extra/vader"} <= set(better)
     assert better["extra/constraints"] is better["extra/constraints_all"] is True  # a check met
     assert better["extra/vader"] is True
 

@@ -25,10 +25,12 @@ class ColumnNeed:
 
 def needed_columns(cfg: Config) -> dict[str, ColumnNeed]:
     """Every data column a reward, an extra scorer or the toxicity scorer reads -> who reads
-    it."""
+    it (the evaluation's scorers only with ``eval.enabled``: otherwise none of them runs)."""
     specs = [(f"reward.{i}", spec) for i, spec in enumerate(cfg.reward)]
-    specs += [(f"eval.extra_scorers.{i}", spec) for i, spec in enumerate(cfg.eval.extra_scorers)]
-    specs += [("eval.toxicity", cfg.eval.toxicity)] if cfg.eval.toxicity is not None else []
+    if cfg.eval.enabled:
+        extras = enumerate(cfg.eval.extra_scorers)
+        specs += [(f"eval.extra_scorers.{i}", spec) for i, spec in extras]
+        specs += [("eval.toxicity", cfg.eval.toxicity)] if cfg.eval.toxicity is not None else []
     needs: dict[str, ColumnNeed] = {}
     for where, spec in specs:
         for column in sorted(spec.needs_columns()):
