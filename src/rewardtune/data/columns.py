@@ -19,9 +19,6 @@ class ColumnNeed:
     reader: str
     specs: list[Section] = field(default_factory=list)
 
-    def __str__(self) -> str:
-        return self.reader
-
 
 def needed_columns(cfg: Config) -> dict[str, ColumnNeed]:
     """Every data column a reward, an extra scorer or the toxicity scorer reads -> who reads
@@ -57,8 +54,8 @@ def check_selected(cfg: DataConfig, needs: dict[str, ColumnNeed], rows: list[dic
     left_out = sorted(set(needs) - set(cfg.columns)) if cfg.columns is not None else []
     if left_out:
         raise RewardtuneError(
-            f"data.columns leaves out {left_out[0]!r}, which {needs[left_out[0]]} reads; add it "
-            "to data.columns (or drop data.columns to keep every column)"
+            f"data.columns leaves out {left_out[0]!r}, which {needs[left_out[0]].reader} reads; "
+            "add it to data.columns (or drop data.columns to keep every column)"
         )
 
 
@@ -69,8 +66,8 @@ def check_needs(columns: dict, needs: dict[str, ColumnNeed], number: int, source
     if missing:
         raise RewardtuneError(
             f"data: row {number} of {source} has no column {missing[0]!r}, which "
-            f"{needs[missing[0]]} reads (columns: {', '.join(sorted(columns)) or 'none'}); add "
-            "it to that row, or remove the row"
+            f"{needs[missing[0]].reader} reads (columns: {', '.join(sorted(columns)) or 'none'}); "
+            "add it to that row, or remove the row"
         )
     for name, need in needs.items():
         for spec in need.specs:
