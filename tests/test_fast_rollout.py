@@ -65,17 +65,20 @@ def queries(policy) -> list[torch.Tensor]:
 
 
 def sample(policy, engine: str, seed: int = 0, eos=(1,), lengths=LENGTHS, sampler=None, **settings):
+    """Sampled as training samples: logprobs at the sampling temperature."""
     torch.manual_seed(seed)
+    gen = GenerationConfig(max_new_tokens=16, engine=engine, **settings)
     return rollout.generate(
         policy.module.lm,
         queries(policy),
-        GenerationConfig(max_new_tokens=16, engine=engine, **settings),
+        gen,
         policy.tokenizer.pad_token_id,
         list(eos),
         lengths,
         policy.seq2seq,
         value_head=policy.module.v_head,
         sampler=sampler,
+        logprob_temperature=rollout.sampling_temperature(gen),
     )
 
 
@@ -103,16 +106,23 @@ def test_fast_engine_consumes_the_seed(policy):
     assert [r.tolist() for r in first.responses] != [r.tolist() for r in second.responses]
 
 
-def test_fast_engine_logprobs_and_values_match_a_separate_forward_pass(policy):
-    sampled = sample(policy, "fast", eos=EOS["frequent-eos"], min_new_tokens=2)
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_fast_engine_logprobs_and_values_match_a_separate_forward_pass(policy, temperature):
+    """At the sampling temperature: the update's forward must see the kept logprobs' ratio 1."""
+    sampled = sample(
+        policy, "fast", eos=EOS["frequent-eos"], min_new_tokens=2, temperature=temperature
+    )
     pad = policy.tokenizer.pad_token_id
     args = (policy.module, policy.reference, queries(policy), sampled.responses, pad, 16)
-    fresh = rollout.score(*args)
-    kept = rollout.score(*args, sampled)
+    fresh = rollout.score(*args, temperature=temperature)
+    kept = rollout.score(*args, sampled, temperature)
     torch.testing.assert_close(kept.logprobs, fresh.logprobs, atol=1e-5, rtol=0)
     torch.testing.assert_close(kept.values, fresh.values, atol=1e-5, rtol=0)
     # the perturbed adapter matters: the policy is not the reference
     assert (fresh.logprobs - fresh.ref_logprobs).abs().max() > 1e-3
+    if temperature != 1.0:  # and the temperature matters: the raw logits' logprobs differ
+        untempered = rollout.score(*args)
+        assert (untempered.logprobs - kept.logprobs).abs().max() > 1e-2
 
 
 def test_model_generation_defaults_change_neither_engine(policy, monkeypatch):

@@ -13,8 +13,9 @@ from rewardtune import PPOTrainer, load_config
 from rewardtune.config import LoraConfig, ModelConfig
 from rewardtune.models.hub import output_head
 from rewardtune.models.policy import load_policy
-from rewardtune.sampling.rollout import collate
+from rewardtune.sampling.rollout import collate, eval_mode
 from rewardtune.types import RewardtuneError
+from test_fast_rollout import perturb_lora
 
 
 def _batch(policy, lengths=((3, 5), (6, 2), (4, 7))):
@@ -71,6 +72,21 @@ def test_chunked_logprobs_without_gradients_equal_the_whole_logits(tiny_llama):
         module.logprob_chunk = None
         whole, _ = module(**batch.inputs(), return_logprobs=True)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_logprobs_at_a_temperature_equal_the_whole_logits_at_it(tiny_llama):
+    policy = load_policy(ModelConfig(name=str(tiny_llama), logprob_chunk=2))
+    perturb_lora(policy.module.lm)  # sharper logits, so that the temperature matters
+    module, batch = policy.module, _batch(policy)
+    with torch.inference_mode(), eval_mode(module):  # the perturbed adapter's dropout off
+        chunked, _ = module(**batch.inputs(), return_logprobs=True, temperature=0.5)
+        at_one, _ = module(**batch.inputs(), return_logprobs=True)
+        module.logprob_chunk = None
+        logits, _ = module(**batch.inputs())
+    expected = torch.log_softmax(logits.float() / 0.5, -1)
+    expected = expected.gather(-1, batch.response_ids[..., None]).squeeze(-1)
+    torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-5)
+    assert (chunked - at_one).abs().max() > 1e-2
 
 
 def test_logprob_chunk_on_an_encoder_decoder_warns_and_computes_the_whole_logits(tiny_t5, caplog):

@@ -127,6 +127,16 @@ def test_logprobs_from_logits_equals_log_softmax_gather_on_random_input():
     assert_close(tensors.logprobs_from_logits(logits, labels), reference)
 
 
+def test_logprobs_from_logits_at_a_temperature_are_those_of_the_tempered_softmax():
+    # at T = 2, logits [0, 2 ln 3] act as [0, ln 3]: probabilities 1/4 and 3/4 (at T = 1: 1/10, 9/10)
+    logits = torch.tensor([[[0.0, 2 * LN3], [0.0, 2 * LN3]]])
+    labels = torch.tensor([[0, 1]])
+    expected = torch.tensor([[math.log(1 / 4), math.log(3 / 4)]])
+    assert_close(tensors.logprobs_from_logits(logits, labels, 2.0), expected)
+    at_one = torch.tensor([[math.log(1 / 10), math.log(9 / 10)]])
+    assert_close(tensors.logprobs_from_logits(logits, labels), at_one)
+
+
 # --- KL: estimators and controllers --------------------------------------------------
 
 # log pi = ln 0.5, ln 0.25, ln 0.5 and log pi_ref = ln 0.25, ln 0.5, ln 0.5

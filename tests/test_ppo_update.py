@@ -10,6 +10,7 @@ import yaml
 from conftest import tiny_overrides
 from rewardtune import PPOTrainer, load_config
 from rewardtune.core import ppo
+from rewardtune.sampling.rollout import Generation, eval_mode
 
 
 def make_trainer(tmp_path, tiny_llama, prompts_file, **extra) -> PPOTrainer:
@@ -50,6 +51,51 @@ def test_with_lora_dropout_the_single_minibatch_update_sees_ratio_one_on_every_s
     for step, stats in enumerate(history):
         assert stats["ppo/policy/approxkl"] < 1e-6, (step, stats["ppo/policy/approxkl"])
         assert stats["ppo/policy/clipfrac"] == 0.0, (step, stats["ppo/policy/clipfrac"])
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["logprobs-from-sampling", "fresh-forward"])
+def test_below_temperature_one_the_update_scores_the_tempered_distribution_it_sampled(
+    tmp_path, tiny_llama, prompts_file, kept
+):
+    """Sampled at T = 0.5, the old logprobs (kept from sampling, or a fresh scoring pass), the
+    reference's and the update's are all of softmax(logits / 0.5): the ratio is 1 before the
+    weights move, and the KL is that of the tempered distributions."""
+    trainer = make_trainer(
+        tmp_path,
+        tiny_llama,
+        prompts_file,
+        **{"generation.temperature": 0.5, "ppo.ppo_epochs": 1, "ppo.mini_batch_size": 4},
+    )
+    for step, batch in zip(range(3), trainer.dataloader, strict=False):
+        queries = batch["input_ids"]
+        generation = trainer.sample(queries)
+        if not kept:  # step() scores the responses in a fresh forward pass
+            generation = Generation(generation.responses)
+        if step == 1:  # the adapter has moved: the policy is not the reference
+            assert_tempered(trainer, trainer._score(queries, generation), 0.5)
+        responses = generation if kept else generation.responses
+        scores = [len(r) / 6 for r in generation.responses]
+        stats = trainer.step(queries, responses, scores)
+        assert stats["ppo/policy/approxkl"] < 1e-6, stats["ppo/policy/approxkl"]
+
+
+def assert_tempered(trainer: PPOTrainer, rollout, temperature: float) -> None:
+    """The rollout's policy and reference logprobs are log softmax(logits / temperature)."""
+    module = trainer.policy.module
+    inputs = {k: getattr(rollout, k) for k in ("query_ids", "query_mask", "response_ids")}
+    inputs["response_mask"] = rollout.response_mask
+
+    def tempered(lm=None):
+        with torch.inference_mode(), eval_mode(module):
+            logits, _ = module(**inputs, with_values=False, lm=lm)
+        logprobs = torch.log_softmax(logits.float() / temperature, -1)
+        return logprobs.gather(-1, rollout.response_ids[..., None]).squeeze(-1) * mask
+
+    mask = rollout.response_mask
+    torch.testing.assert_close(rollout.logprobs, tempered(), atol=1e-5, rtol=0)
+    with trainer.policy.reference() as ref_lm:  # the adapter off
+        torch.testing.assert_close(rollout.ref_logprobs, tempered(ref_lm), atol=1e-5, rtol=0)
+    assert (rollout.logprobs - rollout.ref_logprobs).abs().max() > 1e-3
 
 
 def test_kl_controller_and_objective_kl_use_summed_k1_whatever_the_penalty_estimator(

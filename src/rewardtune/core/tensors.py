@@ -65,15 +65,24 @@ def whiten_with_sums(
     return (whitened * mask.to(torch.float64)).to(values.dtype)
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log pi(label | context) for each position: logits (B, T, V), labels (B, T) -> (B, T).
+def logprobs_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log pi(label | context) for each position: logits (B, T, V), labels (B, T) -> (B, T);
+    with ``temperature``, of the distribution sampling draws from, softmax(logits / T).
 
     Computed as ``logit[label] - logsumexp(logits)`` one row at a time, so no
     full-vocabulary log-softmax copy of the (B, T, V) tensor is ever held.
     """
-    picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1)
-    normaliser = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in logits])
-    return picked.float() - normaliser
+    picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1).float()
+    normaliser = torch.stack([torch.logsumexp(_tempered(row, temperature), -1) for row in logits])
+    return _tempered(picked, temperature) - normaliser
+
+
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """float32 ``logits / temperature`` (no copy beyond the cast at 1)."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def sequence_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -102,16 +102,24 @@ class PolicyWithValueHead(nn.Module):
         with_values: bool = True,
         lm: nn.Module | None = None,
         return_logprobs: bool = False,
+        temperature: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns ``(logits (B, R, V), values (B, R) or None)`` for the response tokens;
         ``lm``: another language model of the same architecture to run (the reference's
         frozen copy), default this policy's; with ``return_logprobs``,
-        ``(log pi(response token) (B, R) float32, values)``."""
+        ``(log pi(response token) (B, R) float32, values)``, pi = softmax(logits /
+        ``temperature``)."""
         lm = self.lm if lm is None else lm
         checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
         with gradient_checkpointing_active(lm) if checkpointing else contextlib.nullcontext():
             return self._forward(
-                lm, query_ids, query_mask, response_ids, response_mask, with_values, return_logprobs
+                lm,
+                query_ids,
+                query_mask,
+                response_ids,
+                response_mask,
+                with_values,
+                temperature if return_logprobs else None,
             )
 
     def chunks_logprobs(self, lm: nn.Module | None = None) -> bool:
@@ -126,15 +134,19 @@ class PolicyWithValueHead(nn.Module):
         )
 
     def _forward(
-        self, lm, query_ids, query_mask, response_ids, response_mask, with_values, return_logprobs
+        self, lm, query_ids, query_mask, response_ids, response_mask, with_values, logprobs_at
     ):
-        if return_logprobs and self.chunks_logprobs(lm):
+        """``logprobs_at``: the temperature of the log-probabilities to return, or None for
+        the logits."""
+        if logprobs_at is not None and self.chunks_logprobs(lm):
             hidden, _ = self._causal_forward(
                 lm, query_ids, query_mask, response_ids, response_mask, logits_to_keep=1
             )
             values = self.v_head(hidden) if with_values else None
-            logprobs = chunked_logprobs(output_head(lm), hidden, response_ids, self.logprob_chunk)
-            return logprobs, values
+            head = output_head(lm)
+            return chunked_logprobs(
+                head, hidden, response_ids, self.logprob_chunk, logprobs_at
+            ), values
         if self.seq2seq:
             hidden, logits = self._seq2seq_forward(
                 lm, query_ids, query_mask, response_ids, response_mask
@@ -144,8 +156,8 @@ class PolicyWithValueHead(nn.Module):
                 lm, query_ids, query_mask, response_ids, response_mask
             )
         values = self.v_head(hidden) if with_values else None
-        if return_logprobs:
-            return logprobs_from_logits(logits, response_ids), values
+        if logprobs_at is not None:
+            return logprobs_from_logits(logits, response_ids, logprobs_at), values
         return logits, values
 
     def _causal_forward(
@@ -186,27 +198,30 @@ class PolicyWithValueHead(nn.Module):
         return out.decoder_hidden_states[-1], out.logits
 
 
-def _head_logprobs(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return logprobs_from_logits(head(hidden), labels)
+def _head_logprobs(
+    head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    return logprobs_from_logits(head(hidden), labels, temperature)
 
 
 def chunked_logprobs(
-    head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk: int
+    head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk: int, temperature=1.0
 ) -> torch.Tensor:
     """log pi(label) from hidden states (B, R, H), ``chunk`` positions at a time: (B, R).
 
     With gradients, each chunk's logits are recomputed in the backward (activation
     checkpointing of the head), so only one (B, chunk, V) block lives at a time in the
-    forward and in the backward; the result equals ``logprobs_from_logits(head(hidden))``.
+    forward and in the backward; the result equals ``logprobs_from_logits(head(hidden),
+    labels, temperature)``.
     """
     grad = torch.is_grad_enabled()
     parts = []
     for start in range(0, hidden.shape[1], chunk):
         h, y = hidden[:, start : start + chunk], labels[:, start : start + chunk]
         if grad:
-            parts.append(checkpoint(_head_logprobs, head, h, y, use_reentrant=False))
+            parts.append(checkpoint(_head_logprobs, head, h, y, temperature, use_reentrant=False))
         else:
-            parts.append(_head_logprobs(head, h, y))
+            parts.append(_head_logprobs(head, h, y, temperature))
     return torch.cat(parts, dim=1)
 
 

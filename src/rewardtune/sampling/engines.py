@@ -19,7 +19,7 @@ class Decoded:
     """New tokens of a batch, pad after each row's EOS, with what sampling computed for them."""
 
     tokens: torch.Tensor  # (B, T), T <= max_new_tokens
-    logprobs: torch.Tensor | None = None  # (B, T) log pi(token) under the raw logits
+    logprobs: torch.Tensor | None = None  # (B, T) log pi(token), Request.logprob_temperature
     values: torch.Tensor | None = None  # (B, T) V(last hidden state before the token)
 
 
@@ -109,7 +109,8 @@ def model_generation_defaults(lm: torch.nn.Module, config) -> list[str]:
 @dataclass
 class Request:
     """What one batch is sampled with: the recipe's settings, the transformers config built
-    from them, the length, the special tokens, and the value head whose values to keep."""
+    from them, the length, the special tokens, the value head whose values to keep, and the
+    temperature of the logprobs kept with them (softmax(raw logits / T), before top-k/top-p)."""
 
     gen: GenerationConfig
     config: object  # transformers.GenerationConfig from ``hf_generation_config``
@@ -118,6 +119,7 @@ class Request:
     eos_ids: list[int]
     seq2seq: bool = False
     value_head: torch.nn.Module | None = None
+    logprob_temperature: float = 1.0
 
 
 class Engine(Protocol):
@@ -148,14 +150,15 @@ class HFEngine:
         new_tokens = output.sequences[:, start:]
         if request.value_head is None:
             return Decoded(new_tokens)
-        scores = _sampling_scores(output, new_tokens, request.value_head, request.seq2seq)
+        scores = _sampling_scores(output, new_tokens, request)
         return Decoded(new_tokens, *scores)
 
 
-def _sampling_scores(output, new_tokens: torch.Tensor, value_head, seq2seq: bool):
-    """(B, T) logprobs of the sampled tokens under the raw logits, and (B, T) values."""
+def _sampling_scores(output, new_tokens: torch.Tensor, request: Request):
+    """(B, T) logprobs of the sampled tokens under the raw logits at
+    ``request.logprob_temperature``, and (B, T) values."""
     logits = torch.stack(output.logits, dim=1)  # (B, T, V), before any logits processor
-    logprobs = logprobs_from_logits(logits, new_tokens)
-    steps = output.decoder_hidden_states if seq2seq else output.hidden_states
+    logprobs = logprobs_from_logits(logits, new_tokens, request.logprob_temperature)
+    steps = output.decoder_hidden_states if request.seq2seq else output.hidden_states
     hidden = torch.stack([layers[-1][:, -1] for layers in steps], dim=1)  # (B, T, H)
-    return logprobs, value_head(hidden).float()
+    return logprobs, request.value_head(hidden).float()

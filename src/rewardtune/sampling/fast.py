@@ -7,8 +7,9 @@ under left padding) and a ``(batch, cache_len)`` attention mask whose shape neve
 Each step applies the logits processors generate builds for our config, in its order, then
 samples the whole batch (finished rows included) exactly as ``GenerationMixin._sample``, so
 the same torch seed gives the same tokens (``multinomial_one``: torch.multinomial's draw, with
-its exponential noise drawn faster on CPU; docs/performance.md has the timings). The sampled token's logprob under the raw logits
-and V(last hidden state) are kept from the same forward.
+its exponential noise drawn faster on CPU; docs/performance.md has the timings). The sampled
+token's logprob (under the raw logits at ``Request.logprob_temperature``) and V(last hidden
+state) are kept from the same forward.
 
 On CUDA the one-token step is captured once as a CUDA graph and replayed (no per-token Python
 or kernel-launch overhead); anywhere else, or if capture fails, the same step runs eagerly.
@@ -139,8 +140,13 @@ def multinomial_one(probs: torch.Tensor) -> torch.Tensor:
     return torch.argmax(torch.div(probs, q, out=q), dim=-1)
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log pi(token): logits (B, V) float32, tokens (B,) -> (B,)."""
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log pi(token), pi = softmax(logits / temperature): logits (B, V) float32, tokens (B,)
+    -> (B,)."""
+    if temperature != 1.0:
+        logits = logits / temperature
     picked = logits.gather(-1, tokens[:, None]).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
@@ -287,7 +293,7 @@ class FastEngine:
             token = token * unfinished + request.pad_id * (1 - unfinished)  # finished: pad
             sequences[:, end] = token
             if keep:
-                logprobs[:, n] = token_logprobs(logits, token)
+                logprobs[:, n] = token_logprobs(logits, token, request.logprob_temperature)
                 values[:, n] = value
             unfinished = unfinished & ~torch.isin(token, eos)
             if not unfinished.any():  # where generate() stops: the same draws from the RNG

@@ -44,8 +44,9 @@ def eval_mode(module: torch.nn.Module):
 @dataclass
 class Generation:
     """Sampled responses with what the sampling forward passes already computed for each
-    token: log pi_old (from the raw logits, before top-k/top-p) and V (from the last hidden
-    state), None when not kept; and the seconds sampling took (0 when not measured)."""
+    token: log pi_old (from the raw logits at the logprob temperature, before top-k/top-p) and
+    V (from the last hidden state), None when not kept; and the seconds sampling took (0 when
+    not measured)."""
 
     responses: list[torch.Tensor]  # each (len_i,)
     logprobs: list[torch.Tensor] | None = None  # each (len_i,)
@@ -93,6 +94,7 @@ def generate(
     max_new_tokens: int | None = None,
     value_head: torch.nn.Module | None = None,
     sampler: Sampler | None = None,
+    logprob_temperature: float = 1.0,
 ) -> Generation:
     """Sample one response per query, the whole batch at once, with ``gen.engine``
     (``sampler`` keeps engine state across calls; default: a fresh one).
@@ -102,7 +104,8 @@ def generate(
     the same distribution as sampling it alone. Everything after the first EOS is dropped
     (the EOS itself is kept: the policy chose to stop). With ``value_head``, the logprobs
     and values of the sampled tokens are kept from the sampling passes, so the update needs
-    no second forward pass of the policy.
+    no second forward pass of the policy; ``logprob_temperature``: the temperature of those
+    logprobs (``sampling_temperature`` for training, 1 for perplexity and KL in evaluation).
     """
     device = next(lm.parameters()).device
     longest = max(lengths) if lengths else (max_new_tokens or gen.max_new_tokens)
@@ -111,7 +114,9 @@ def generate(
     keep = value_head is not None
     config = hf_generation_config(gen, longest, pad_id, eos_ids, keep)
     engine = (sampler or Sampler()).engine_for(gen, lm, seq2seq, config)
-    request = Request(gen, config, longest, pad_id, eos_ids, seq2seq, value_head)
+    request = Request(
+        gen, config, longest, pad_id, eos_ids, seq2seq, value_head, logprob_temperature
+    )
     heads = eval_mode(value_head) if keep else contextlib.nullcontext()
     with eval_mode(lm), heads, torch.inference_mode():
         decoded = engine.sample(lm, input_ids, attention_mask, request)
@@ -163,8 +168,10 @@ def score(
     pad_id: int,
     chunk_size: int,
     sampled: Generation | None = None,
+    temperature: float = 1.0,
 ) -> Rollout:
-    """Old logprobs, values and reference logprobs of given responses, in batched forwards.
+    """Old logprobs, values and reference logprobs of given responses, in batched forwards,
+    the logprobs of both at ``temperature`` (that of ``sampled``'s, when given).
 
     When ``sampled`` carries the policy's logprobs and values from sampling, only the
     reference runs a forward pass.
@@ -177,11 +184,14 @@ def score(
         for start in range(0, len(queries), chunk_size):
             chunk = batch.index(slice(start, start + chunk_size)).trim()
             if sampled is None:
-                chunk_logprobs, chunk_values = module(**chunk.inputs(), return_logprobs=True)
+                chunk_logprobs, chunk_values = module(
+                    **chunk.inputs(), return_logprobs=True, temperature=temperature
+                )
                 logprobs.append(_pad_to(chunk_logprobs, width))
                 values.append(_pad_to(chunk_values.float(), width))
             with reference() as ref_lm:
-                ref_logprobs.append(_pad_to(reference_logprobs(module, ref_lm, chunk), width))
+                ref = reference_logprobs(module, ref_lm, chunk, temperature)
+                ref_logprobs.append(_pad_to(ref, width))
     mask = batch.response_mask
     if sampled is not None:
         logprobs = [pad_right(sampled.logprobs, 0.0).to(device)]
@@ -195,12 +205,22 @@ def score(
 
 
 def reference_logprobs(
-    module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: TokenBatch
+    module: PolicyWithValueHead, ref_lm: torch.nn.Module, chunk: TokenBatch, temperature=1.0
 ) -> torch.Tensor:
-    """log pi_ref of the response tokens (same alignment as the policy's), (B, R):
-    ``ref_lm`` is the policy's own LM with its adapter disabled, or the frozen copy."""
-    logprobs, _ = module(**chunk.inputs(), with_values=False, lm=ref_lm, return_logprobs=True)
+    """log pi_ref of the response tokens (same alignment as the policy's) at ``temperature``,
+    (B, R): ``ref_lm`` is the policy's own LM with its adapter disabled, or the frozen copy."""
+    inputs = chunk.inputs()
+    logprobs, _ = module(
+        **inputs, with_values=False, lm=ref_lm, return_logprobs=True, temperature=temperature
+    )
     return logprobs
+
+
+def sampling_temperature(gen: GenerationConfig) -> float:
+    """The temperature of the distribution training samples from, and so of the logprobs its
+    ratio and KL use (as TRL's GRPOTrainer, OpenRLHF and veRL do): ``gen.temperature`` when
+    sampling, 1 when decoding greedily. top-k/top-p are not applied to the logprobs."""
+    return gen.temperature if gen.do_sample else 1.0
 
 
 def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -178,6 +178,8 @@ class PPOTrainer:
 
         ``generation_kwargs`` override ``config.generation`` for this call (``max_new_tokens``,
         ``top_k``, ...); ``length_sampler`` (classic) or ``lengths`` cap each response. The
+        logprobs of the ratio and the KL stay at ``config.generation``'s temperature (an
+        override of ``temperature`` changes what is drawn, not what is scored). The
         responses of ``sample``: pass its ``Generation`` to ``step`` instead of the responses
         to reuse the sampling passes' logprobs and values.
         """
@@ -226,6 +228,7 @@ class PPOTrainer:
                 self.policy.seq2seq,
                 value_head=module.v_head,
                 sampler=self.sampler,
+                logprob_temperature=rollout_lib.sampling_temperature(self.config.generation),
             )
         generation.seconds = time.perf_counter() - start
         return generation
@@ -422,7 +425,14 @@ class PPOTrainer:
         kept = generation if generation.logprobs is not None else None
         with distributed.full_parameters(self.accelerator, self.model) as module:
             return rollout_lib.score(
-                module, self.policy.reference, queries, responses, self.pad_id, chunk, kept
+                module,
+                self.policy.reference,
+                queries,
+                responses,
+                self.pad_id,
+                chunk,
+                kept,
+                rollout_lib.sampling_temperature(self.config.generation),
             )
 
     # -- checkpoints -----------------------------------------------------------------

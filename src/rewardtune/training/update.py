@@ -22,7 +22,7 @@ from rewardtune.core.ppo import (
 )
 from rewardtune.core.surrogate import constant_normaliser, ends_without_stop, resolve_aggregation
 from rewardtune.distributed import global_mean
-from rewardtune.sampling.rollout import eval_mode
+from rewardtune.sampling.rollout import eval_mode, sampling_temperature
 from rewardtune.training.guards import NonFiniteError, check_finite
 from rewardtune.types import Minibatch, Rollout, UpdateStats
 
@@ -73,6 +73,7 @@ class Updater:
         # ppo.compile: the same module through torch.compile (its first minibatch compiles;
         # a new minibatch shape recompiles once, then runs with dynamic shapes)
         self.forward = torch.compile(model) if self.ppo.compile else model
+        self.temperature = sampling_temperature(config.generation)  # that of the old logprobs
 
     def update(self, data: Minibatch, kl_coef: float, step: int) -> UpdateStats:
         """``ppo_epochs`` passes over this process's samples; ``step`` seeds the order."""
@@ -118,7 +119,9 @@ class Updater:
     def minibatch_step(self, batch: Minibatch, kl_coef: float, step: int) -> MinibatchStats:
         """Loss and one optimizer step (unless the ratio guard skips it) on one minibatch."""
         mask = batch.response_mask
-        logprobs, values = self.forward(**batch.inputs(), return_logprobs=True)
+        logprobs, values = self.forward(
+            **batch.inputs(), return_logprobs=True, temperature=self.temperature
+        )
         pg_loss, clipfrac, approxkl = policy_loss(
             logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, **self.loss_options
         )
