@@ -205,6 +205,7 @@ def tiny_recipe_args(model: Path, source: str = "constraints") -> list[str]:
         "eval.forms": "[plain]",
         "ppo.batch_size": 4,
         "ppo.mini_batch_size": 4,
+        "ppo.samples_per_prompt": 4,
         "eval.samples_per_prompt": 2,
         "eval.batch_size": 4,
         "run.save_every": 0,
