@@ -3,8 +3,8 @@
 ``VARIANTS`` (the estimators, and DAPO, GSPO, Dr. GRPO and TRL's RLOO ratio), then evaluated on
 the recipe's held-out prompts.
 
-Each estimator gets a fresh policy from the recipe, the same seed, the same batch of 16
-responses per step (the group estimators as 16 / k prompts x k samples) and the same wall-time
+Each estimator gets a fresh policy from the recipe, the same seed, the recipe's batch of
+responses per step (the group estimators as batch / k prompts x k samples) and the same wall-time
 budget for training, timed from the end of one warm-up step; it runs steps until the budget is
 spent (a step that starts before the deadline finishes; no checkpoint is written inside it). The evaluation is the recipe's own (`eval.*`: held-out prompts, k samples
 per prompt, paired bootstrap CIs over prompts), run after the budget and not counted in it.
