@@ -143,10 +143,10 @@ class PolicyWithValueHead(nn.Module):
                 lm, query_ids, query_mask, response_ids, response_mask, logits_to_keep=1
             )
             values = self.v_head(hidden) if with_values else None
-            head = output_head(lm)
-            return chunked_logprobs(
-                head, hidden, response_ids, self.logprob_chunk, logprobs_at
-            ), values
+            logprobs = chunked_logprobs(
+                output_head(lm), hidden, response_ids, self.logprob_chunk, logprobs_at
+            )
+            return logprobs, values
         if self.seq2seq:
             hidden, logits = self._seq2seq_forward(
                 lm, query_ids, query_mask, response_ids, response_mask

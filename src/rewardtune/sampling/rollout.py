@@ -209,9 +209,12 @@ def reference_logprobs(
 ) -> torch.Tensor:
     """log pi_ref of the response tokens (same alignment as the policy's) at ``temperature``,
     (B, R): ``ref_lm`` is the policy's own LM with its adapter disabled, or the frozen copy."""
-    inputs = chunk.inputs()
     logprobs, _ = module(
-        **inputs, with_values=False, lm=ref_lm, return_logprobs=True, temperature=temperature
+        **chunk.inputs(),
+        with_values=False,
+        lm=ref_lm,
+        return_logprobs=True,
+        temperature=temperature,
     )
     return logprobs
 
