@@ -71,18 +71,24 @@ def logprobs_from_logits(
     """log pi(label | context) for each position: logits (B, T, V), labels (B, T) -> (B, T);
     with ``temperature``, of the distribution sampling draws from, softmax(logits / T).
 
-    Computed as ``logit[label] - logsumexp(logits)`` one row at a time, so no
-    full-vocabulary log-softmax copy of the (B, T, V) tensor is ever held.
+    ``token_logprobs`` one row at a time, so no full-vocabulary float32 or log-softmax copy of
+    the (B, T, V) tensor is ever held.
     """
-    picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1).float()
-    normaliser = torch.stack([torch.logsumexp(_tempered(row, temperature), -1) for row in logits])
-    return _tempered(picked, temperature) - normaliser
+    rows = zip(logits, labels, strict=True)
+    return torch.stack([token_logprobs(row, row_labels, temperature) for row, row_labels in rows])
 
 
-def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """float32 ``logits / temperature`` (no copy beyond the cast at 1)."""
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log pi(token), pi = softmax(logits / temperature), in float32: logits (N, V), tokens
+    (N,) -> (N,). Computed as ``logit[token] - logsumexp(logits)``; no copy of float32 logits
+    at temperature 1."""
     logits = logits.float()
-    return logits if temperature == 1.0 else logits / temperature
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = logits.gather(-1, tokens[:, None]).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def sequence_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 
 from rewardtune.config import GenerationConfig
+from rewardtune.core.tensors import token_logprobs
 from rewardtune.models.hub import adapter_state, base_model, is_bitsandbytes
 from rewardtune.sampling.engines import Decoded, Request
 
@@ -138,17 +139,6 @@ def multinomial_one(probs: torch.Tensor) -> torch.Tensor:
         return torch.multinomial(probs, num_samples=1).squeeze(1)
     q = exponential_float32(probs.shape)
     return torch.argmax(torch.div(probs, q, out=q), dim=-1)
-
-
-def token_logprobs(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """log pi(token), pi = softmax(logits / temperature): logits (B, V) float32, tokens (B,)
-    -> (B,)."""
-    if temperature != 1.0:
-        logits = logits / temperature
-    picked = logits.gather(-1, tokens[:, None]).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def forward_last(
