@@ -122,6 +122,33 @@ def test_rouge_scores_f1_against_the_reference_column():
     assert scores(bigram, ["the cat sat"], summary=[ref]) == pytest.approx([2 * 1 * 0.4 / 1.4])
 
 
+def test_repetition_penalises_loops_and_with_prompt_echoes():
+    spec = {"type": "repetition", "n": 3}
+    # 6 words, 4 trigrams: "a b c" comes back once -> -1/4; under 3 words there is no trigram
+    assert scores(spec, ["a b c a b c", "A b C d e f", "In short: in short: in short", "a b"]) == [
+        -0.25,
+        0,
+        -0.5,  # in short in / short in short / in short in / short in short: 2 of 4 repeat
+        0,
+    ]
+    prompt = 'How do I charge a phone? Use the word "charger" in your answer.'
+    echo = "Do not use the word charger in your answer."  # 6 4-grams, the last 4 in the prompt
+    answer = "Plug the charger in overnight and unplug it once it is full."
+    echoing = build_reward(
+        Config(reward=[{"type": "repetition", "prompt": True}], eval={"enabled": False}).reward
+    )
+    assert echoing([prompt, prompt], [echo, answer]) == pytest.approx([-4 / 6, 0])
+    assert scores({"type": "repetition"}, [echo]) == [0]  # prompt: false reads no prompt
+    # near miss: copying a 4-word phrase the prompt asks for is no 5-gram of it
+    starts = 'How do I water a plant? Start your answer with "Here is my advice".'
+    five = build_reward(
+        Config(
+            reward=[{"type": "repetition", "n": 5, "prompt": True}], eval={"enabled": False}
+        ).reward
+    )
+    assert five([starts, starts], ["Here is my advice: water it weekly.", starts]) == [0, -1]
+
+
 def test_each_check_says_which_column_it_reads():
     cfg = Config(
         reward=[{"type": "match", "column": "gold"}, {"type": "format", "pattern": "x"}],
