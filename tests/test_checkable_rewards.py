@@ -12,9 +12,9 @@ from rewardtune.rewards.length import LengthReward, length_penalty
 from rewardtune.rewards.match import extract_answer
 
 
-def scores(spec: dict, responses: list[str], **columns) -> list[float]:
+def scores(spec: dict, responses: list[str], prompts: list[str] | None = None, **columns):
     reward = build_reward(Config(reward=[spec], eval={"enabled": False}).reward)
-    return reward(["p"] * len(responses), responses, columns)
+    return reward(prompts or ["p"] * len(responses), responses, columns)
 
 
 @pytest.mark.parametrize(
@@ -134,19 +134,13 @@ def test_repetition_penalises_loops_and_with_prompt_echoes():
     prompt = 'How do I charge a phone? Use the word "charger" in your answer.'
     echo = "Do not use the word charger in your answer."  # 6 4-grams, the last 4 in the prompt
     answer = "Plug the charger in overnight and unplug it once it is full."
-    echoing = build_reward(
-        Config(reward=[{"type": "repetition", "prompt": True}], eval={"enabled": False}).reward
-    )
-    assert echoing([prompt, prompt], [echo, answer]) == pytest.approx([-4 / 6, 0])
+    echoing = {"type": "repetition", "prompt": True}
+    assert scores(echoing, [echo, answer], [prompt] * 2) == pytest.approx([-4 / 6, 0])
     assert scores({"type": "repetition"}, [echo]) == [0]  # prompt: false reads no prompt
     # near miss: copying a 4-word phrase the prompt asks for is no 5-gram of it
     starts = 'How do I water a plant? Start your answer with "Here is my advice".'
-    five = build_reward(
-        Config(
-            reward=[{"type": "repetition", "n": 5, "prompt": True}], eval={"enabled": False}
-        ).reward
-    )
-    assert five([starts, starts], ["Here is my advice: water it weekly.", starts]) == [0, -1]
+    five = {"type": "repetition", "n": 5, "prompt": True}
+    assert scores(five, ["Here is my advice: water it weekly.", starts], [starts] * 2) == [0, -1]
 
 
 def test_each_check_says_which_column_it_reads():

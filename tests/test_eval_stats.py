@@ -130,3 +130,10 @@ def test_a_vader_column_gets_its_positive_rate_row_and_other_columns_do_not():
     assert rows["extra/vader/positive"]["after"]["mean"] == pytest.approx(5 / 6)
     assert rows["extra/vader/positive"]["higher_is_better"] is True
     assert "extra/other/positive" not in rows
+
+
+def test_distinct_n_counts_unique_word_ngrams_over_every_response():
+    # "a b a b" and "A b": bigrams (a b) (b a) (a b) + (a b) -> 2 unique of 4; case is ignored
+    assert stats.distinct_n(["a b a b", "A b"], 2) == 0.5
+    assert stats.distinct_n(["a b a b", "A b"], 1) == 2 / 6
+    assert stats.distinct_n(["one", ""], 2) == 0.0  # no bigram at all

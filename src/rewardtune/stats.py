@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rewardtune.text import word_ngrams
+
 TOXIC_AT = 0.5  # RealToxicityPrompts: a sample "is toxic" at toxicity >= 0.5
 
 
@@ -72,8 +74,7 @@ def distinct_n(texts: list[str], n: int) -> float:
     """Unique word n-grams / all word n-grams over every response (Li et al. 2016)."""
     grams = []
     for text in texts:
-        words = text.lower().split()
-        grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+        grams.extend(word_ngrams(text.lower().split(), n))
     return len(set(grams)) / len(grams) if grams else 0.0
 
 

@@ -1,4 +1,5 @@
-"""User-supplied strings: format templates, secrets in URLs and headers, text for a terminal."""
+"""User-supplied strings: format templates, secrets in URLs and headers, text for a terminal;
+and the word n-grams that diversity and the repetition reward count."""
 
 from __future__ import annotations
 
@@ -127,3 +128,8 @@ def well_formed(text: str) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def word_ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    """The n-grams of ``tokens`` in order (none when there are fewer than ``n``)."""
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from rewardtune.rewards.constraints import words
 from rewardtune.rewards.registry import RewardBase, reward_type
+from rewardtune.text import word_ngrams
 
 
 @reward_type
@@ -33,8 +34,7 @@ class RepetitionSpec(RewardBase):
 
 def ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     """The word n-grams of ``text`` in order, lowercased."""
-    said = [w.lower() for w in words(text)]
-    return [tuple(said[i : i + n]) for i in range(len(said) - n + 1)]
+    return word_ngrams([w.lower() for w in words(text)], n)
 
 
 def repeated_share(response: str, n: int, prompt: str = "") -> float:
