@@ -55,6 +55,7 @@ S = 192, R = 128, about 0.79 TFLOP per sequence, 50.6 TFLOP per update. Elementw
     python benchmarks/ppo_step.py --workload W1 [--engine fast|hf]
     python benchmarks/ppo_step.py --workload W1G [--steps 3]
     python benchmarks/ppo_step.py --workload W2 [--steps 3] [--peak-tflops 989.4]
+        [--engines hf fast fast-compiled]
     python benchmarks/ppo_step.py --workload W2 --cpu-smoke   # tiny shapes, float32, CPU
 
 ``--cpu-smoke`` runs W2's code path on CPU with 2 layers, hidden 256, batch 8, 16 prompt tokens
@@ -97,6 +98,7 @@ W1_PROMPTS = [
 PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989.4e12, "H200": 989.4e12}  # dense, no sparsity
 TARGET_ROLLOUT_SPEEDUP = 3.0
 TARGET_UPDATE_MFU = 0.30
+TARGET_SAMPLING_SHARE = 0.70  # of the memory-bandwidth limit, engine fast at batch 64
 
 
 # --- shared: the config and the classic loop, timed ----------------------------------
@@ -489,10 +491,50 @@ class _Notes(logging.Handler):
             self.lines.append(line)
 
 
+W2_ENGINES = {  # --engines: generation settings per name
+    "hf": {"generation.engine": "hf"},
+    "fast": {"generation.engine": "fast"},
+    "fast-compiled": {"generation.engine": "fast", "generation.compile": True},
+}
+
+
+def device_bandwidth() -> float | None:
+    """The GPU's memory bandwidth in bytes/s: the best of five 1 GiB device-to-device copies,
+    counting the bytes read and written."""
+    if not torch.cuda.is_available():
+        return None
+    source = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(6):  # the first warms up
+        synchronize()
+        start = time.perf_counter()
+        target.copy_(source)
+        synchronize()
+        best = min(best, time.perf_counter() - start)
+    del source, target
+    return 2 * (1 << 30) / best
+
+
+def sampling_bytes_per_step(trainer: PPOTrainer, shape: W2Shape) -> dict[str, float]:
+    """The least a decode step must read: every weight but the input embedding (a lookup of
+    ``batch`` rows), and the KV cache of the tokens so far (the mean context over the
+    response: prompt + (new + 1) / 2 tokens), in the model's dtype."""
+    lm = trainer.policy.module.lm
+    embedding = lm.get_input_embeddings().weight
+    weights = sum(p.numel() * p.element_size() for p in lm.parameters())
+    weights -= embedding.numel() * embedding.element_size()
+    head_dim = shape.hidden // shape.heads
+    context = shape.prompt_tokens + (shape.new_tokens + 1) / 2
+    kv = shape.layers * 2 * shape.batch * shape.kv_heads * head_dim * context
+    return {"weights": weights, "kv_cache": kv * embedding.element_size()}
+
+
 def run_w2_engine(
     model_dir: Path, folder: Path, shape: W2Shape, engine: str, timed_steps: int
 ) -> dict:
-    """A fresh trainer on ``engine``: one warm-up step, then ``timed_steps`` timed steps."""
+    """A fresh trainer on ``engine`` (a ``W2_ENGINES`` name): one warm-up step, then
+    ``timed_steps`` timed steps."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -505,14 +547,19 @@ def run_w2_engine(
     logger.addHandler(notes)
     logger.setLevel(logging.INFO)
     try:
-        trainer = PPOTrainer(w2_config(model_dir, folder, shape, engine))
+        extra = W2_ENGINES[engine]
+        trainer = PPOTrainer(w2_config(model_dir, folder, shape, extra["generation.engine"], extra))
         rows = w2_steps(trainer, shape, timed_steps)
     finally:
         logger.removeHandler(notes)
         logger.setLevel(level)
     mean = mean_rows(rows[1:])  # the first step is the warm-up
     flops = w2_update_flops(trainer, shape, mean)
+    read = sampling_bytes_per_step(trainer, shape)
     figures = {
+        "sampling_weight_gb_per_step": read["weights"] / 1e9,
+        "sampling_kv_gb_per_step": read["kv_cache"] / 1e9,
+        "sampling_s_per_decode_step": mean["generate"] / shape.new_tokens,
         "rollout_tokens_per_s": mean["tokens"] / mean["rollout"],
         "sampling_tokens_per_s": mean["tokens"] / mean["generate"],
         "update_tokens_per_s": mean["update_tokens"] / mean["update"],
@@ -535,14 +582,14 @@ def run_w2_engine(
     return figures
 
 
-def run_w2(shape: W2Shape, timed_steps: int, device: str) -> dict[str, dict]:
-    """Both engines in this process, on the same saved model and the same prompts."""
+def run_w2(shape: W2Shape, timed_steps: int, device: str, engines: list[str]) -> dict[str, dict]:
+    """Each engine in this process, on the same saved model and the same prompts."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model_dir = build_w2_model(folder / "tinyllama-1.1b-random", shape, device)
         return {
             engine: run_w2_engine(model_dir, folder, shape, engine, timed_steps)
-            for engine in ("hf", "fast")
+            for engine in engines
         }
 
 
@@ -573,13 +620,31 @@ def print_w2(results: dict[str, dict], shape: W2Shape, peak: float | None, smoke
                 print(f"    {key:24s} {percent(value):>12s}")
             elif value is not None:
                 print(f"    {key:24s} {value:12.3f}")
-    speedup = results["fast"]["rollout_tokens_per_s"] / results["hf"]["rollout_tokens_per_s"]
-    print(
-        f"  fast/hf rollout tokens/s: {speedup:.2f}x (target >= {TARGET_ROLLOUT_SPEEDUP:.0f}x): "
-        f"{verdict(speedup, TARGET_ROLLOUT_SPEEDUP)}"
-    )
-    sampling = results["fast"]["sampling_tokens_per_s"] / results["hf"]["sampling_tokens_per_s"]
-    print(f"  fast/hf sampling tokens/s (generate() alone, no reference pass): {sampling:.2f}x")
+    if "hf" in results and "fast" in results:
+        hf, fast = results["hf"], results["fast"]
+        speedup = fast["rollout_tokens_per_s"] / hf["rollout_tokens_per_s"]
+        print(
+            f"  fast/hf rollout tokens/s: {speedup:.2f}x (target >= "
+            f"{TARGET_ROLLOUT_SPEEDUP:.0f}x): {verdict(speedup, TARGET_ROLLOUT_SPEEDUP)}"
+        )
+        sampling = fast["sampling_tokens_per_s"] / hf["sampling_tokens_per_s"]
+        print(f"  fast/hf sampling tokens/s (generate() alone, no reference pass): {sampling:.2f}x")
+    bandwidth = device_bandwidth()
+    if bandwidth:
+        print(
+            f"  memory bandwidth (1 GiB device copies, read + write): {bandwidth / 1e12:.2f} TB/s"
+        )
+        for engine, figures in results.items():
+            read = figures["sampling_weight_gb_per_step"] + figures["sampling_kv_gb_per_step"]
+            limit = shape.batch / (read * 1e9 / bandwidth)
+            share = figures["sampling_tokens_per_s"] / limit
+            figures["sampling_bandwidth_share"] = share
+            print(
+                f"  sampling, engine {engine}: {figures['sampling_tokens_per_s']:,.0f} tokens/s "
+                f"= {percent(share)} of the bandwidth limit {limit:,.0f} tokens/s ({read:.2f} GB "
+                f"a decode step; target >= {percent(TARGET_SAMPLING_SHARE)}): "
+                f"{verdict(share, TARGET_SAMPLING_SHARE)}"
+            )
     of_peak = f"of {peak / 1e12:.1f} TFLOP/s" if peak else "(peak FLOP/s unknown: --peak-tflops)"
     for engine, figures in results.items():
         mfu = figures["update_mfu"]
@@ -599,6 +664,13 @@ def main() -> None:
         "--engine", default="fast", choices=["hf", "fast"], help="W1, W1G: generation.engine"
     )
     parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["hf", "fast"],
+        choices=list(W2_ENGINES),
+        help="W2: the engines to run, in order (fast-compiled: fast with generation.compile)",
+    )
+    parser.add_argument(
         "--peak-tflops", type=float, default=None, help="W2: the device's peak dense bf16 TFLOP/s"
     )
     parser.add_argument(
@@ -615,7 +687,7 @@ def main() -> None:
         sys.exit("W2 needs a CUDA GPU and this machine has none (--cpu-smoke runs it tiny on CPU)")
     shape = W2_SMOKE if args.cpu_smoke else W2_FULL
     device = "cpu" if args.cpu_smoke else "cuda"
-    results = run_w2(shape, args.steps, device)
+    results = run_w2(shape, args.steps, device, args.engines)
     print_w2(results, shape, peak_flops(args.peak_tflops), args.cpu_smoke)
 
 

@@ -3,14 +3,16 @@
 
 W2's model and settings (``ppo_step.py``: TinyLlama-1.1B's shape, random weights, bfloat16,
 LoRA r=16, batch 64, 64 prompt + 128 new tokens, 1 PPO epoch, engine fast), one trainer per
-``--mini-batches`` value sharing one policy. Each runs one warm-up step and ``--steps`` timed
-steps (update seconds and MFU as ``ppo_step.py`` counts them), then one more step whose update
-runs under the profiler. ``--compile on`` (or ``both``) runs the trainers with ``ppo.compile:
-true``; the compilation falls in the warm-up step, whose update time is printed. Printed per mini-batch size: the update's seconds, TFLOP/s and MFU;
+``--mini-batches`` value and ``--compile`` setting, sharing one policy. Each runs one warm-up
+step and ``--steps`` timed steps (update seconds and MFU as ``ppo_step.py`` counts them), then
+one more step whose update runs under the profiler. ``--compile on`` runs the trainers with
+``ppo.compile: true``, ``both`` off and on; the compilation falls in the warm-up step, whose
+update time is printed. Printed per mini-batch size: the update's seconds, TFLOP/s and MFU;
 how busy the GPU was (kernel time / wall time of the update); kernels launched; and the top
 operators by GPU time.
 
-    python benchmarks/profile_update.py [--mini-batches 16 64] [--steps 2] [--compile off|on|both]
+    python benchmarks/profile_update.py [--mini-batches 16 64] [--steps 2]
+        [--compile off|on|both ...]
     python benchmarks/profile_update.py --cpu-smoke      # tiny shapes on CPU, to check the script
 """
 
@@ -90,7 +92,11 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="operators in the table")
     parser.add_argument("--cpu-smoke", action="store_true")
     parser.add_argument(
-        "--compile", default="off", choices=["off", "on", "both"], help="ppo.compile per size"
+        "--compile",
+        nargs="+",
+        default=["off"],
+        choices=["off", "on", "both"],
+        help="ppo.compile settings to run at each size (both: off and on)",
     )
     args = parser.parse_args()
     quiet_libraries()
@@ -101,7 +107,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_w2_model(Path(tmp) / "w2-model", base, device)
         policy = load_policy(w2_config(model_dir, Path(tmp), base, "fast").model, device)
-        modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+        named = {"off": [False], "on": [True], "both": [False, True]}
+        modes = [mode for name in args.compile for mode in named[name]]
         for mini, compiled in [(m, c) for m in args.mini_batches for c in modes]:
             shape = dataclasses.replace(base, mini_batch=mini)
             extra = {"ppo.compile": compiled}
@@ -112,7 +119,7 @@ def main() -> None:
             rate = w2_update_flops(trainer, shape, mean) / mean["update"]
             mfu = f"{100 * rate / peak:.1f}%" if peak else "n/a"
             print(
-                f"mini-batch {mini}{', compiled' if compiled else ''}: update "
+                f"mini-batch {mini}, ppo.compile {compiled}: update "
                 f"{mean['update']:.3f} s, {rate / 1e12:.1f} TFLOP/s, MFU {mfu}; step "
                 f"{mean['total']:.3f} s; warm-up update {rows[0]['update']:.1f} s",
                 flush=True,

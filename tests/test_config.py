@@ -86,6 +86,11 @@ def test_samples_per_prompt_must_divide_batch_size():
     assert "ppo" in message and "samples_per_prompt (3)" in message
 
 
+def test_generation_compile_needs_the_fast_engine():
+    message = error_message(DEFAULT_RECIPE, ["generation.engine=hf", "generation.compile=true"])
+    assert "generation.compile needs engine: fast" in message
+
+
 @pytest.mark.parametrize("estimator", ["rloo", "grpo"])
 def test_group_estimators_need_two_samples_per_prompt(estimator):
     overrides = [f"ppo.advantage={estimator}", "ppo.samples_per_prompt=1"]

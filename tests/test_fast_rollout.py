@@ -9,6 +9,7 @@ import logging
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from rewardtune.config import GenerationConfig, ModelConfig
 from rewardtune.models import load_policy
@@ -190,6 +191,27 @@ def test_cuda_graph_engine_samples_the_same_tokens_as_generate(tiny_llama):
         r.tolist() for r in reference_hf.responses
     ]
     assert len(sampler.fast.graphs) == 2
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_draws_the_same_tokens_and_logprobs(tiny_llama):
+    """generation.compile: the one-token step through torch.compile (on CUDA then graphed)
+    samples what the eager step samples, and its kept logprobs still equal a fresh forward."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(ModelConfig(name=str(tiny_llama), dtype="float32"), device=device)
+    perturb_lora(policy.module.lm)
+    sampler = rollout.Sampler()
+    eager = sample(policy, "fast", eos=EOS["frequent-eos"], min_new_tokens=2)
+    compiled_before = counters["stats"]["unique_graphs"]
+    for _ in range(2):  # the second call reuses the compiled (and on CUDA, captured) step
+        compiled = sample(
+            policy, "fast", eos=EOS["frequent-eos"], min_new_tokens=2, compile=True, sampler=sampler
+        )
+        assert [r.tolist() for r in compiled.responses] == [r.tolist() for r in eager.responses]
+        torch.testing.assert_close(compiled.logprobs, eager.logprobs, atol=1e-5, rtol=0)
+    assert counters["stats"]["unique_graphs"] > compiled_before  # the step did compile
+    assert not sampler.fast.graphs_failed
+    assert len(sampler.fast.graphs) == (device == "cuda")
 
 
 def test_cache_keyword_follows_the_transformers_version_and_refuses_cache_position():

@@ -1,5 +1,6 @@
 """Loading saved weights checks their keys: a fully fine-tuned run evaluates from disk with
-its trained weights, and weights that do not fit the model stop with the first bad key."""
+its trained weights, and weights that do not fit the model stop with the first bad key. Loading
+runs no code from the hub: no hub kernels for the policy or a classifier."""
 
 from __future__ import annotations
 
@@ -11,7 +12,25 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from conftest import run_cli, set_args, tiny_overrides
+from rewardtune.config import ModelConfig
+from rewardtune.models import load_policy
 from rewardtune.models.weights import first_mismatch
+from rewardtune.rewards.classifier import load_classifier
+
+
+def test_models_load_without_hub_kernels(tiny_llama, hate_classifier, monkeypatch):
+    """transformers kernelizes a model it loads with kernels from the hub (remote code, fetched
+    at the first train()/eval() on a GPU) unless asked not to, wherever `kernels` is installed."""
+    from transformers import PreTrainedModel
+
+    asked = []
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    monkeypatch.setattr(
+        PreTrainedModel, "set_use_kernels", lambda self, use, *args, **kw: asked.append(use)
+    )
+    load_policy(ModelConfig(name=str(tiny_llama)))
+    load_classifier(str(hate_classifier), "cpu")
+    assert asked == [False, False]
 
 
 def test_first_mismatch_names_an_unknown_key_then_a_shape_then_a_missing_key():

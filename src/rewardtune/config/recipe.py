@@ -113,6 +113,7 @@ class GenerationConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     temperature: float = Field(1.0, gt=0)
     engine: Literal["hf", "fast"] = "fast"  # fast: our static-cache decode loop, same draws
+    compile: bool = False  # fast engine: torch.compile its one-token step (on CUDA, then graphed)
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
@@ -122,6 +123,8 @@ class GenerationConfig(Section):
                 raise ValueError("response_tokens must be [min, max] with 0 < min <= max")
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError("min_new_tokens must be <= max_new_tokens")
+        if self.compile and self.engine != "fast":
+            raise ValueError("generation.compile needs engine: fast")
         return self
 
     @property

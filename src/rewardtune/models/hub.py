@@ -132,7 +132,11 @@ def load_base_model(cfg: ModelConfig, source: ModelSource, seq2seq: bool, dtype:
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, **source.kwargs())
+    # use_kernels: transformers otherwise swaps layers for kernels downloaded from the hub
+    # (remote code) wherever the `kernels` package is installed, and fails offline on a GPU
+    kwargs = dict(
+        dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_kernels=False, **source.kwargs()
+    )
     if cfg.trust_remote_code:
         log.warning("trust_remote_code is ON for %s: its repository code will run", cfg.name)
     if cfg.quantization != "none":

@@ -50,7 +50,8 @@ def load_classifier(model_name: str, device: str | torch.device | None = None):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name)
-        model = AutoModelForSequenceClassification.from_pretrained(model_name)
+        # no hub kernels (remote code), as models.hub.load_base_model
+        model = AutoModelForSequenceClassification.from_pretrained(model_name, use_kernels=False)
     except (OSError, ValueError) as err:
         raise RewardtuneError(
             f"cannot load classifier {model_name!r}: {str(err).splitlines()[0][:200]} "
