@@ -315,12 +315,12 @@ class FastEngine:
             return _EagerStep(lm, value_head, cache_len, compile_step)
         key = (batch, cache_len, compile_step, _weights_key(lm, value_head))
         if key not in self.graphs:
-            graphed = self._capture(lm, value_head, batch, cache_len, device, compile_step)
-            if graphed is None:
+            captured = self._capture(lm, value_head, batch, cache_len, device, compile_step)
+            if captured is None:
                 return _EagerStep(lm, value_head, cache_len)
             while len(self.graphs) >= _MAX_GRAPHS:
                 self.graphs.pop(next(iter(self.graphs)))
-            self.graphs[key] = graphed
+            self.graphs[key] = captured
         return self.graphs[key]
 
     def _capture(
